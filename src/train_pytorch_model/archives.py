@@ -1,0 +1,165 @@
+"""Safe extraction of a dataset shipped as one .zip or .tar(.gz/.bz2/.xz) file.
+
+Extraction always goes to a fresh temporary folder, never beside the input, and refuses any entry that would
+land outside it (absolute paths, '..', links), so an archive cannot overwrite or reveal anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from .errors import InvalidDatasetError
+
+ARCHIVE_SUFFIXES = (
+    ".zip",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.bz2",
+    ".tbz2",
+    ".tar.xz",
+    ".txz",
+    ".gz",
+    ".bz2",
+    ".xz",
+)
+# Entries every archiving tool adds and no user means as data.
+JUNK_NAMES = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _safe_member_path(name: str, archive: Path, subject: str) -> PurePosixPath | None:
+    member = PurePosixPath(name.replace("\\", "/"))
+    if member.is_absolute() or ".." in member.parts or (member.parts and member.parts[0].endswith(":")):
+        raise InvalidDatasetError(
+            f"the archive '{archive.name}' holds the entry '{name}', which would be written outside the "
+            "extraction folder.",
+            "Repack the archive with relative paths only.",
+            subject=subject,
+        )
+    parts = [part for part in member.parts if part not in ("", ".")]
+    if not parts or any(part in JUNK_NAMES for part in parts):
+        return None
+    return PurePosixPath(*parts)
+
+
+def extract_archive(archive: Path, destination: Path, subject: str) -> Path:
+    """Extract archive into destination (created), refusing unsafe entries. Returns destination."""
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, destination, subject)
+        elif tarfile.is_tarfile(archive):
+            _extract_tar(archive, destination, subject)
+        else:
+            raise InvalidDatasetError(
+                f"'{archive.name}' is not a readable zip or tar archive.",
+                "Check that the upload finished and that the file is a .zip, .tar, .tar.gz, .tgz, .tar.bz2 or .tar.xz.",
+                subject=subject,
+            )
+    except InvalidDatasetError:
+        shutil.rmtree(destination, ignore_errors=True)
+        raise
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, NotImplementedError) as exc:
+        shutil.rmtree(destination, ignore_errors=True)
+        raise InvalidDatasetError(
+            f"the archive '{archive.name}' could not be extracted ({exc}).",
+            "Repack it as a single-disk .zip or a .tar(.gz) and make sure the compute has enough disk space.",
+            subject=subject,
+        ) from exc
+    return destination
+
+
+def _extract_zip(archive: Path, destination: Path, subject: str) -> None:
+    with zipfile.ZipFile(archive) as bundle:
+        for info in bundle.infolist():
+            target = _safe_member_path(info.filename, archive, subject)
+            if target is None:
+                continue
+            mode = (info.external_attr >> 16) & 0o170000
+            if mode == 0o120000:  # a symbolic link stored in the zip
+                raise InvalidDatasetError(
+                    f"the archive '{archive.name}' holds the link '{info.filename}'; links are refused.",
+                    "Repack the archive with the files themselves instead of links.",
+                    subject=subject,
+                )
+            path = destination.joinpath(*target.parts)
+            if info.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with bundle.open(info) as source, open(path, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+
+
+def _extract_tar(archive: Path, destination: Path, subject: str) -> None:
+    with tarfile.open(archive) as bundle:
+        for member in bundle:
+            target = _safe_member_path(member.name, archive, subject)
+            if target is None:
+                continue
+            if member.issym() or member.islnk() or member.isdev() or member.isfifo():
+                raise InvalidDatasetError(
+                    f"the archive '{archive.name}' holds the link or special file '{member.name}'; "
+                    "only regular files and folders are accepted.",
+                    "Repack the archive with the files themselves instead of links.",
+                    subject=subject,
+                )
+            path = destination.joinpath(*target.parts)
+            if member.isdir():
+                path.mkdir(parents=True, exist_ok=True)
+                continue
+            if not member.isfile():
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            source = bundle.extractfile(member)
+            if source is None:
+                continue
+            with source, open(path, "wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+
+
+def dataset_root(extracted: Path) -> Path:
+    """The folder that holds the dataset inside an extracted archive.
+
+    Wrapper folders are descended ('data.zip' holding 'data/cat', 'data/dog' gives 'data'), but a single folder
+    of images is not: 'dog/*.png' stays a one-class ImageFolder, which the caller then rejects clearly.
+    """
+    current = extracted
+    while True:
+        entries = [entry for entry in current.iterdir() if entry.name not in JUNK_NAMES]
+        if len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
+            return current
+        only = entries[0]
+        if (only / "_meta.yaml").exists() or any(child.is_dir() for child in only.iterdir()):
+            current = only
+        else:
+            return current
+
+
+def safe_walk(root: Path):
+    """os.walk over root that follows no link leading outside it; yields (folder, file names) sorted."""
+    root_real = os.path.realpath(root)
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if (real != root_real and not real.startswith(root_real + os.sep)) or real in seen:
+            dirs[:] = []  # a link out of the input, or a loop back into it
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if d not in JUNK_NAMES and not d.startswith("."))
+        yield Path(folder), sorted(f for f in files if f not in JUNK_NAMES and not f.startswith("."))
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether path, links resolved, stays inside root."""
+    root_real = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == root_real or real.startswith(root_real + os.sep)

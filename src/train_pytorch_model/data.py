@@ -1,0 +1,223 @@
+"""From listed image files to batches of tensors.
+
+Every image is decoded and resized exactly once, into one uint8 array (in memory, or memory-mapped on disk
+when it would not fit the memory budget). Epochs then only index that array: no per-image Python work,
+no per-image decode, and normalization happens once per batch on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import statistics
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InvalidDatasetError
+from .image_directory import ImageRecord
+from .images import BadImageError, decode_image, read_size
+
+log = logging.getLogger(__name__)
+
+# Share of unreadable files tolerated before a dataset is refused as a whole.
+MAX_BAD_FRACTION = 0.1
+# Images probed for their size when choosing the training size.
+SIZE_SAMPLE = 2000
+DEFAULT_MAX_SIZE = 224
+
+
+@dataclass
+class DecodedImages:
+    images: torch.Tensor  # uint8, N x 3 x H x W
+    labels: torch.Tensor  # int64, N
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    sizes_seen: dict[str, int] = field(default_factory=dict)
+    modes_seen: dict[str, int] = field(default_factory=dict)
+    memory_mapped: bool = False
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def choose_image_size(
+    records: Sequence[ImageRecord], min_size: int, max_size: int = DEFAULT_MAX_SIZE, seed: int = 0
+) -> tuple[int, int]:
+    """One (height, width) for all images: the median training size, scaled down to fit max_size and up to
+    reach min_size, aspect ratio kept. Small images are not blown up further than the network needs."""
+    sample = list(records)
+    if len(sample) > SIZE_SAMPLE:
+        sample = random.Random(seed).sample(sample, SIZE_SAMPLE)
+    heights, widths = [], []
+    for record in sample:
+        try:
+            width, height = read_size(record.path)
+        except (BadImageError, OSError):
+            continue
+        heights.append(height)
+        widths.append(width)
+    if not heights:
+        return (min_size, min_size)
+    height, width = float(statistics.median(heights)), float(statistics.median(widths))
+    scale = min(1.0, max_size / max(height, width))
+    scale = max(scale, min_size / min(height, width))
+    return (max(min_size, round(height * scale)), max(min_size, round(width * scale)))
+
+
+def memory_budget_bytes(fraction: float = 0.5) -> int:
+    """A fraction of the memory still available (cgroup limits are not exceeded by MemAvailable here)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * fraction)
+    except OSError:
+        pass
+    return 2 << 30
+
+
+def decode_dataset(
+    records: Sequence[ImageRecord],
+    class_to_idx: dict[str, int],
+    size: tuple[int, int],
+    subject: str,
+    *,
+    workers: int | None = None,
+    memory_budget: int | None = None,
+    scratch: Path | None = None,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
+    root: Path | None = None,
+) -> DecodedImages:
+    """Decode every record once into a uint8 N x 3 x H x W tensor; unreadable files are skipped and named."""
+    count = len(records)
+    height, width = size
+    nbytes = count * 3 * height * width
+    budget = memory_budget_bytes() if memory_budget is None else memory_budget
+    memory_mapped = nbytes > budget
+    if memory_mapped:
+        handle = tempfile.NamedTemporaryFile(prefix="decoded-", suffix=".npy", dir=scratch, delete=False)  # noqa: SIM115
+        handle.close()
+        array = np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.uint8, shape=(count, 3, height, width))
+        os.unlink(handle.name)  # the mapping stays valid; the file disappears with the process
+        log.info(
+            "%s: %.1f GB of decoded images exceed the memory budget; memory-mapping them.",
+            subject,
+            nbytes / 1e9,
+        )
+    else:
+        array = np.empty((count, 3, height, width), dtype=np.uint8)
+    labels = np.empty(count, dtype=np.int64)
+    skipped: list[tuple[str, str]] = []
+
+    def decode(record: ImageRecord) -> np.ndarray | str:
+        try:
+            return decode_image(record.path, size)
+        except BadImageError as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror or exc})"
+
+    kept = 0
+    chunk = 512
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        for start in range(0, count, chunk):
+            batch = records[start : start + chunk]
+            for record, result in zip(batch, pool.map(decode, batch), strict=True):
+                if isinstance(result, str):
+                    name = _display_name(record.path, root)
+                    skipped.append((name, result))
+                    log.warning("%s: skipping '%s': %s", subject, name, result)
+                    continue
+                array[kept] = result.transpose(2, 0, 1)
+                labels[kept] = class_to_idx[record.label]
+                kept += 1
+
+    _check_bad_share(records, skipped, kept, subject, max_bad_fraction, class_to_idx, labels[:kept])
+    images = torch.from_numpy(array[:kept] if memory_mapped else np.ascontiguousarray(array[:kept]))
+    return DecodedImages(
+        images=images,
+        labels=torch.from_numpy(labels[:kept].copy()),
+        skipped=skipped,
+        memory_mapped=memory_mapped,
+    )
+
+
+def _display_name(path: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _check_bad_share(records, skipped, kept, subject, max_bad_fraction, class_to_idx, labels) -> None:
+    if kept == 0:
+        raise InvalidDatasetError(
+            f"none of its {len(records)} image files could be decoded (first: {skipped[0][0]}: {skipped[0][1]}).",
+            "Check that the files are real images (JPEG, PNG, BMP, TIFF, WebP) and were uploaded completely.",
+            subject=subject,
+        )
+    if len(skipped) > max_bad_fraction * len(records):
+        examples = "; ".join(f"{name}: {why}" for name, why in skipped[:3])
+        raise InvalidDatasetError(
+            f"{len(skipped)} of its {len(records)} image files cannot be decoded, more than "
+            f"{max_bad_fraction:.0%} (for example {examples}).",
+            "Remove or replace the broken files; the log lists each of them.",
+            subject=subject,
+        )
+    present_before = {class_to_idx[r.label] for r in records}
+    present_after = set(np.unique(labels).tolist())
+    emptied = sorted(present_before - present_after)
+    if emptied:
+        names = {v: k for k, v in class_to_idx.items()}
+        raise InvalidDatasetError(
+            f"every image of the class(es) {', '.join(repr(names[i]) for i in emptied)} is unreadable, "
+            "so the class would have no example.",
+            "Replace the broken files of that class.",
+            subject=subject,
+        )
+
+
+def batch_indices(
+    count: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, drop_single: bool
+) -> Iterator[torch.Tensor]:
+    """Index batches over count items. A trailing batch of one is dropped in training, where BatchNorm
+    cannot normalise a single image; every other image is used every epoch."""
+    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+    for start in range(0, count, batch_size):
+        index = order[start : start + batch_size]
+        if drop_single and index.numel() < 2:
+            continue
+        yield index
+
+
+class Normalizer:
+    """uint8 batches to normalised float tensors on the device, in one fused multiply-add."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device, channels_last: bool):
+        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+        self.device = device
+        self.channels_last = channels_last
+        self.pin = device.type == "cuda"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.pin:
+            images = images.pin_memory()
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return torch.addcmul(self.shift, images.float(), self.scale)

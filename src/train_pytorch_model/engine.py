@@ -1,0 +1,175 @@
+"""One training epoch, one validation pass, and the early-stopping rule.
+
+Metrics are summed on the device and read once per epoch, so that no step waits for the host.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class TrainStats:
+    loss: float
+    accuracy: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class EvalStats:
+    loss: float
+    accuracy: float
+    top5_accuracy: float
+    images: int
+    seconds: float
+    predictions: torch.Tensor | None = None  # (N,) predicted class ids, in dataset order
+    targets: torch.Tensor | None = None
+
+
+class Precision:
+    """Mixed precision on CUDA: bfloat16 where the GPU supports it (no loss scaling needed), float16 with a
+    gradient scaler otherwise. A no-op on the CPU, where float32 keeps runs exactly reproducible."""
+
+    def __init__(self, device: torch.device, enabled: bool = True) -> None:
+        self.enabled = enabled and device.type == "cuda"
+        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
+        self.device_type = device.type
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.enabled else nullcontext()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    precision: Precision,
+    device: torch.device,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainStats:
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    start = time.perf_counter()
+    for step, (images, targets) in enumerate(batches, start=1):
+        targets = targets.to(device, non_blocking=True)
+        with precision.autocast():
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+        if scheduler is not None:
+            scheduler.step()
+        count = targets.shape[0]
+        loss_sum += loss.detach().double() * count
+        correct += (logits.detach().argmax(1) == targets).sum()
+        seen += count
+        if on_step is not None:
+            on_step(step)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return TrainStats(
+        loss=loss_sum.item() / max(seen, 1),
+        accuracy=correct.item() / max(seen, 1),
+        images=seen,
+        seconds=seconds,
+    )
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    precision: Precision,
+    device: torch.device,
+    num_classes: int,
+    keep_predictions: bool = False,
+) -> EvalStats:
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct1 = torch.zeros((), dtype=torch.int64, device=device)
+    correct5 = torch.zeros((), dtype=torch.int64, device=device)
+    predictions, all_targets = [], []
+    seen = 0
+    k = min(5, num_classes)
+    start = time.perf_counter()
+    for images, targets in batches:
+        targets = targets.to(device, non_blocking=True)
+        with precision.autocast():
+            logits = model(images)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum").double()
+        top = logits.topk(k, dim=1).indices
+        hits = top == targets.unsqueeze(1)
+        correct1 += hits[:, 0].sum()
+        correct5 += hits.any(dim=1).sum()
+        seen += targets.shape[0]
+        if keep_predictions:
+            predictions.append(top[:, 0])
+            all_targets.append(targets)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return EvalStats(
+        loss=loss_sum.item() / max(seen, 1),
+        accuracy=correct1.item() / max(seen, 1),
+        top5_accuracy=correct5.item() / max(seen, 1),
+        images=seen,
+        seconds=seconds,
+        predictions=torch.cat(predictions).cpu() if predictions else None,
+        targets=torch.cat(all_targets).cpu() if all_targets else None,
+    )
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after `patience` epochs in a row without a new lowest validation loss.
+
+    Compared with the best loss so far, not with the previous epoch, so a slow drift upward after a good
+    epoch counts against the run."""
+
+    patience: int
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, loss: float) -> bool:
+        """Record an epoch's validation loss; True when it is the new best."""
+        if loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = loss, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_loss, self.best_epoch, self.bad_epochs = (
+            state["best_loss"],
+            state["best_epoch"],
+            state["bad_epochs"],
+        )

@@ -1,0 +1,69 @@
+"""Errors a user can act on, named as in the designer's documentation.
+
+Each error carries the input it concerns, what is wrong and how to fix it, and an exit code of its own,
+so that a pipeline step fails with a message a user understands instead of a Python traceback.
+"""
+
+from __future__ import annotations
+
+
+class ComponentError(Exception):
+    """Base of every error that is the user's to fix. Printed without a traceback."""
+
+    exit_code = 2
+    name = "ComponentError"
+
+    def __init__(self, what: str, how_to_fix: str = "", *, subject: str = "") -> None:
+        self.what = what
+        self.how_to_fix = how_to_fix
+        self.subject = subject
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        parts = [f"{self.subject}: {self.what}" if self.subject else self.what]
+        if self.how_to_fix:
+            parts.append(self.how_to_fix)
+        return " ".join(part.rstrip() for part in parts)
+
+
+class InvalidParameterError(ComponentError):
+    """A parameter is out of range or malformed."""
+
+    exit_code = 3
+    name = "InvalidParameterError"
+
+
+class InvalidModelDirectoryError(ComponentError):
+    """The untrained (or trained) model folder cannot be used."""
+
+    exit_code = 4
+    name = "InvalidModelDirectoryError"
+
+
+class NotLabeledDatasetError(ComponentError):
+    """The dataset has images but no labels."""
+
+    exit_code = 5
+    name = "NotLabeledDatasetError"
+
+
+class InvalidDatasetError(ComponentError):
+    """The dataset cannot be read or cannot be used for classification training."""
+
+    exit_code = 6
+    name = "InvalidDatasetError"
+
+
+class TrainingDivergedError(ComponentError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 7
+    name = "TrainingDivergedError"
+
+
+class ModuleOutOfMemoryError(ComponentError):
+    """The device ran out of memory."""
+
+    exit_code = 8
+    name = "ModuleOutOfMemoryError"

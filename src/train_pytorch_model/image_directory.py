@@ -1,0 +1,272 @@
+"""Reading a labelled image dataset: the designer's ImageDirectory, a torchvision ImageFolder tree, or a folder
+holding one archive of either. The result is a flat list of (file, class name) records; nothing is decoded here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .archives import JUNK_NAMES, dataset_root, extract_archive, inside, is_archive, safe_walk
+from .errors import InvalidDatasetError, NotLabeledDatasetError
+from .images import is_image_name
+
+log = logging.getLogger(__name__)
+
+CLASSIFICATION = "COCO_classification"
+CONVERT_HINT = (
+    "Give a designer ImageDirectory (from Convert to Image Directory), a folder with one subfolder per class "
+    "(an ImageFolder tree), or a folder holding one .zip or .tar(.gz) of either."
+)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path
+    label: str
+
+
+@dataclass
+class LabeledImages:
+    """A labelled dataset as listed on disk: what to decode and which class each file is."""
+
+    root: Path
+    layout: str
+    records: list[ImageRecord]
+    classes: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    schema_file: Path | None = None
+    samples_file: Path | None = None
+
+    def class_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.classes, 0)
+        for record in self.records:
+            counts[record.label] = counts.get(record.label, 0) + 1
+        return counts
+
+
+def load_labeled_images(path: str | Path, subject: str, scratch: Path | None = None) -> LabeledImages:
+    """List the labelled images under path. subject names the input in errors ('Training dataset').
+
+    scratch is where an archive is extracted (a fresh temporary folder when None); the input is never written.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise InvalidDatasetError(f"the folder '{root}' does not exist.", CONVERT_HINT, subject=subject)
+    if root.is_file():
+        if is_archive(root):
+            return _load_archive(root, subject, scratch)
+        raise InvalidDatasetError(f"'{root}' is a file, not a folder.", CONVERT_HINT, subject=subject)
+    if (root / "_meta.yaml").is_file():
+        return _load_image_directory(root, subject)
+    entries = [entry for entry in root.iterdir() if entry.name not in JUNK_NAMES and not entry.name.startswith(".")]
+    if not entries:
+        raise InvalidDatasetError(f"the folder '{root}' is empty.", CONVERT_HINT, subject=subject)
+    archives = [entry for entry in entries if is_archive(entry)]
+    others = [entry for entry in entries if entry not in archives]
+    if archives and not others:
+        if len(archives) > 1:
+            names = ", ".join(sorted(a.name for a in archives))
+            raise InvalidDatasetError(
+                f"the folder holds {len(archives)} archives ({names}) and it is unclear which is the dataset.",
+                "Keep exactly one archive in the folder, or extract them into one ImageFolder tree.",
+                subject=subject,
+            )
+        return _load_archive(archives[0], subject, scratch)
+    return _load_image_folder(root, subject)
+
+
+def _load_archive(archive: Path, subject: str, scratch: Path | None) -> LabeledImages:
+    base = Path(tempfile.mkdtemp(prefix="dataset-", dir=scratch))
+    extracted = extract_archive(archive, base / "extracted", subject)
+    if not any(extracted.iterdir()):
+        raise InvalidDatasetError(f"the archive '{archive.name}' is empty.", CONVERT_HINT, subject=subject)
+    return load_labeled_images(dataset_root(extracted), subject, scratch)
+
+
+def _load_image_folder(root: Path, subject: str) -> LabeledImages:
+    _refuse_coco(root, subject)
+    class_dirs = sorted(
+        entry
+        for entry in root.iterdir()
+        if entry.is_dir() and entry.name not in JUNK_NAMES and not entry.name.startswith(".") and inside(root, entry)
+    )
+    root_images = sorted(p.name for p in root.iterdir() if p.is_file() and is_image_name(p.name))
+    records: list[ImageRecord] = []
+    classes: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for class_dir in class_dirs:
+        files = [folder / name for folder, names in safe_walk(class_dir) for name in names if is_image_name(name)]
+        outside = [f for f in files if not inside(root, f)]
+        skipped.extend((str(f.relative_to(root)), "a link leading outside the input folder") for f in outside)
+        files = [f for f in files if inside(root, f)]
+        if files:
+            classes.append(class_dir.name)
+            records.extend(ImageRecord(f, class_dir.name) for f in sorted(files, key=lambda p: p.as_posix()))
+    if not records:
+        if root_images or any(is_image_name(n) for _, names in safe_walk(root) for n in names):
+            raise NotLabeledDatasetError(
+                f"the images in '{root}' are not sorted into class folders, so they have no labels.",
+                "Put each class's images in a subfolder named after the class (cat/1.png, dog/2.png), "
+                "or run Convert to Image Directory on a labelled layout.",
+                subject=subject,
+            )
+        raise InvalidDatasetError(f"no image files were found in '{root}'.", CONVERT_HINT, subject=subject)
+    for name in root_images:
+        skipped.append((name, "an image outside any class folder, so it has no label"))
+        log.warning("%s: '%s' is outside any class folder and is ignored.", subject, name)
+    return LabeledImages(root=root, layout="ImageFolder", records=records, classes=classes, skipped=skipped)
+
+
+def _refuse_coco(root: Path, subject: str) -> None:
+    """A COCO json at the top names detection or segmentation data, which a classifier cannot train on."""
+    for candidate in sorted(root.glob("*.json")):
+        try:
+            with open(candidate, encoding="utf-8") as stream:
+                content = json.load(stream)
+        except (OSError, ValueError):
+            continue
+        if isinstance(content, dict) and "images" in content and "annotations" in content:
+            raise InvalidDatasetError(
+                f"'{candidate.name}' holds COCO annotations (detection, segmentation, keypoints or captions); "
+                "Train PyTorch Model trains image classifiers only.",
+                "Give one subfolder of images per class instead, without the COCO json.",
+                subject=subject,
+            )
+
+
+def _read_meta(root: Path, subject: str) -> dict:
+    try:
+        meta = yaml.safe_load((root / "_meta.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InvalidDatasetError(
+            f"'_meta.yaml' in '{root}' cannot be read ({exc}).", CONVERT_HINT, subject=subject
+        ) from exc
+    if not isinstance(meta, dict) or not meta.get("type"):
+        raise InvalidDatasetError(f"'_meta.yaml' in '{root}' has no 'type'.", CONVERT_HINT, subject=subject)
+    if meta["type"] != "ImageDirectory":
+        raise InvalidDatasetError(
+            f"'{root}' is a {meta['type']}, not an ImageDirectory.",
+            "Connect an image dataset to this input. " + CONVERT_HINT,
+            subject=subject,
+        )
+    return meta
+
+
+def _member(root: Path, relative: object, what: str, subject: str) -> Path:
+    if not isinstance(relative, str) or not relative:
+        raise InvalidDatasetError(
+            f"'_meta.yaml' in '{root}' has no valid '{what}' entry.", CONVERT_HINT, subject=subject
+        )
+    path = root / relative
+    if not inside(root, path):
+        raise InvalidDatasetError(
+            f"'{relative}' ({what}) points outside the dataset folder.", CONVERT_HINT, subject=subject
+        )
+    return path
+
+
+def _load_image_directory(root: Path, subject: str) -> LabeledImages:
+    meta = _read_meta(root, subject)
+    schema_file = _member(root, meta.get("schema", "_schema.json"), "schema", subject)
+    list_file = _member(root, meta.get("image_list", "images.lst"), "image_list", subject)
+    samples = meta.get("samples")
+    samples_file = root / samples if isinstance(samples, str) and inside(root, root / samples) else None
+    try:
+        schema = json.loads(schema_file.read_text(encoding="utf-8"))
+        columns = schema["columnAttributes"]
+        if not isinstance(columns, list):
+            raise TypeError("columnAttributes is not a list")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidDatasetError(
+            f"the schema '{schema_file.name}' cannot be read ({exc}).", CONVERT_HINT, subject=subject
+        ) from exc
+
+    image_column = next((c for c in columns if _is_image_column(c)), None)
+    if image_column is None:
+        raise InvalidDatasetError(
+            f"the schema '{schema_file.name}' has no image column.", CONVERT_HINT, subject=subject
+        )
+    image_ref = (image_column.get("properties") or {}).get("image_ref", "image_info")
+    label_column = next((c for c in columns if "annotation_type" in (c.get("properties") or {})), None)
+    if label_column is None:
+        raise NotLabeledDatasetError(
+            f'there is no label column in "{root}".',
+            "Prepare a labelled image dataset for training: Convert to Image Directory on a folder with one "
+            "subfolder per class.",
+            subject=subject,
+        )
+    properties = label_column["properties"]
+    if properties["annotation_type"] != CLASSIFICATION:
+        raise InvalidDatasetError(
+            f"its labels are {properties['annotation_type']} annotations; Train PyTorch Model trains image "
+            "classifiers and needs COCO_classification labels.",
+            "Convert a folder with one subfolder per class instead.",
+            subject=subject,
+        )
+    id_to_name = {}
+    for category in properties.get("categories") or []:
+        if isinstance(category, dict) and "name" in category:
+            id_to_name[category.get("id")] = str(category["name"])
+    declared = [id_to_name[key] for key in sorted(id_to_name, key=lambda k: (not isinstance(k, int), k))]
+
+    records, skipped = _read_image_list(root, list_file, image_ref, label_column["name"], id_to_name, subject)
+    if not records:
+        raise InvalidDatasetError(f"'{list_file.name}' lists no labelled image.", CONVERT_HINT, subject=subject)
+    classes = list(dict.fromkeys(declared + sorted({r.label for r in records})))
+    return LabeledImages(
+        root=root,
+        layout="ImageDirectory",
+        records=records,
+        classes=classes,
+        skipped=skipped,
+        schema_file=schema_file,
+        samples_file=samples_file if samples_file and samples_file.is_file() else None,
+    )
+
+
+def _is_image_column(column: dict) -> bool:
+    element = (column.get("elementType") or {}).get("typeName")
+    mime = str((column.get("properties") or {}).get("mime_type", ""))
+    return (element == "bytes" or column.get("type") == "Bytes") and mime.startswith("image")
+
+
+def _read_image_list(
+    root: Path, list_file: Path, image_ref: str, label_key: str, id_to_name: dict, subject: str
+) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
+    records: list[ImageRecord] = []
+    skipped: list[tuple[str, str]] = []
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidDatasetError(f"'{list_file.name}' cannot be read ({exc}).", CONVERT_HINT, subject=subject) from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            info = record[image_ref]
+            relative = info.get("base_file_name") or info["file_name"]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidDatasetError(
+                f"line {number} of '{list_file.name}' is not a valid record ({exc}).",
+                CONVERT_HINT,
+                subject=subject,
+            ) from exc
+        label = record.get(label_key)
+        if isinstance(label, int) and not isinstance(label, bool) and label in id_to_name:
+            label = id_to_name[label]
+        if label is None or (isinstance(label, str) and not label.strip()) or isinstance(label, (list, dict)):
+            skipped.append((str(relative), "no label"))
+            continue
+        path = root / str(relative)
+        if not inside(root, path):
+            skipped.append((str(relative), "a path leading outside the input folder"))
+            continue
+        records.append(ImageRecord(path, str(label)))
+    return records, skipped

@@ -1,0 +1,103 @@
+"""The trained model as an MLflow model, saved beside the designer files of the ModelDirectory.
+
+`mlflow.pytorch.load_model` gives the network; `mlflow.pyfunc.load_model` gives a model that takes images
+(file paths, bytes or base64 strings, a DataFrame with an 'image' column) and returns the designer's scoring
+columns: one probability per class and the predicted label.
+
+save_model is used, never log_model (it fails on Azure ML with MLflow 3); the folder is logged as artifacts.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import Model
+from torch import nn
+
+from .scoring import PREPROCESSING_FILE, Preprocessing, predict_probabilities, probability_columns
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+LOADER_MODULE = "train_pytorch_model.mlflow_model"
+
+
+def save_mlflow_model(model: nn.Module, preprocessing: Preprocessing, destination: Path) -> None:
+    """Write MLmodel, data/ and code/ into destination (which may already hold other files)."""
+    with tempfile.TemporaryDirectory(dir=destination) as scratch:
+        target = Path(scratch) / "mlflow"
+        options = {}
+        if "serialization_format" in inspect.signature(mlflow.pytorch.save_model).parameters:
+            # MLflow >= 3.5 defaults to 'pt2', which needs an input example to trace; the pickled module
+            # (whose class comes with code/) loads on every MLflow version.
+            options["serialization_format"] = "pickle"
+        mlflow.pytorch.save_model(
+            model.cpu().eval(),
+            str(target),
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=_requirements(),
+            **options,
+        )
+        preprocessing.save(target / "data" / PREPROCESSING_FILE)
+        # The pytorch flavor stays as written; the pyfunc flavor gets our image-aware loader instead.
+        mlmodel = Model.load(str(target / "MLmodel"))
+        mlmodel.flavors["python_function"]["loader_module"] = LOADER_MODULE
+        mlmodel.save(str(target / "MLmodel"))
+        for entry in target.iterdir():
+            final = destination / entry.name
+            if final.exists():
+                shutil.rmtree(final) if final.is_dir() else final.unlink()
+            shutil.move(str(entry), final)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in ("torch", "torchvision", "mlflow", "pillow", "numpy", "pandas", "pyyaml"):
+        try:
+            pins.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+class ImageClassifier:
+    """The pyfunc model: images in, designer scoring columns out."""
+
+    def __init__(self, model: nn.Module, preprocessing: Preprocessing) -> None:
+        self.model = model.eval()
+        self.preprocessing = preprocessing
+
+    def predict(self, model_input, params=None) -> pd.DataFrame:  # noqa: ARG002 - pyfunc signature
+        images = _images_from(model_input)
+        probabilities = predict_probabilities(self.model, images, self.preprocessing)
+        classes = self.preprocessing.classes
+        frame = pd.DataFrame(probabilities, columns=probability_columns(classes))
+        frame["Scored Labels"] = [classes[i] for i in probabilities.argmax(axis=1)] if len(frame) else []
+        return frame
+
+
+def _images_from(model_input) -> list:
+    if isinstance(model_input, pd.DataFrame):
+        column = "image" if "image" in model_input.columns else model_input.columns[0]
+        return list(model_input[column])
+    if isinstance(model_input, pd.Series):
+        return list(model_input)
+    if isinstance(model_input, dict):
+        return list(model_input.get("image", []))
+    if isinstance(model_input, (list, tuple)):
+        return list(model_input)
+    return [model_input]
+
+
+def _load_pyfunc(data_path: str, model_config=None) -> ImageClassifier:  # noqa: ARG001
+    """Called by mlflow.pyfunc.load_model with the flavor's data folder."""
+    from mlflow.pytorch import _load_model
+
+    data = Path(data_path)
+    model = _load_model(str(data))
+    return ImageClassifier(model, Preprocessing.load(data / PREPROCESSING_FILE))

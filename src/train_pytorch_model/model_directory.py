@@ -1,0 +1,262 @@
+"""The designer's model folders (designer-formats.md section 3): reading an UntrainedModelDirectory or a
+trained ModelDirectory, and writing both."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from .archives import inside
+from .designer_files import dump_yaml, now_timestamp
+from .errors import InvalidModelDirectoryError
+from .models import ALLOWED_CLASSES, DESIGNER_MEAN, DESIGNER_STD, FAMILIES, Family
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model"
+SPEC_FILE = "model_spec.yaml"
+LABEL_FILE = "index_to_label.csv"
+TASK_TYPE = "MultiClassification"
+PRE_PROCESSOR_MODULE = "azureml.designer.core.model.model_spec.builtin_model_meta.pre_processor"
+FIX_HINT = "Connect the output of a DenseNet or ResNet module (or of this project's init-model component)."
+
+
+@dataclass
+class ModelSpec:
+    """What a model folder says about its network."""
+
+    root: Path
+    family: Family
+    architecture: str
+    pretrained: bool
+    flag: bool
+    weights_file: Path
+    num_classes: int | None = None
+    classes: list[str] | None = None
+    mean: tuple[float, ...] = DESIGNER_MEAN
+    std: tuple[float, ...] = DESIGNER_STD
+    init_params: dict = field(default_factory=dict)
+
+
+def _fail(subject: str, root: Path, reason: str, fix: str = FIX_HINT) -> InvalidModelDirectoryError:
+    return InvalidModelDirectoryError(f'ModelDirectory "{root}" is invalid: {reason}', fix, subject=subject)
+
+
+def _read_yaml(path: Path, subject: str, root: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise _fail(subject, root, f"'{path.name}' cannot be read ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise _fail(subject, root, f"'{path.name}' is not a YAML mapping.")
+    return data
+
+
+def read_model_directory(path: str | Path, subject: str = "Untrained model") -> ModelSpec:
+    """Parse and check a model folder without importing or unpickling anything."""
+    root = Path(path)
+    if not root.is_dir():
+        raise _fail(subject, root, "the folder does not exist.")
+    if not (root / "_meta.yaml").is_file():
+        raise _fail(subject, root, "it has no '_meta.yaml', so it is not a model folder.")
+    meta = _read_yaml(root / "_meta.yaml", subject, root)
+    if meta.get("type") != "ModelDirectory":
+        raise _fail(subject, root, f"its type is '{meta.get('type')}', not ModelDirectory.")
+    spec_path = root / str(meta.get("model") or SPEC_FILE)
+    if not inside(root, spec_path) or not spec_path.is_file():
+        raise _fail(subject, root, f"the model spec '{spec_path.name}' is missing.")
+    spec = _read_yaml(spec_path, subject, root)
+    if "file_name" in spec and "model_file" not in spec:
+        raise _fail(
+            subject,
+            root,
+            "it holds a legacy pickled (non-PyTorch) model.",
+            "Train PyTorch Model needs a PyTorch model such as DenseNet or ResNet.",
+        )
+    flavor = spec.get("flavor") or {}
+    if not isinstance(flavor, dict) or str(flavor.get("name", "")).lower() != "pytorch":
+        raise _fail(
+            subject,
+            root,
+            f"its flavor is {flavor.get('name') if isinstance(flavor, dict) else flavor!r}, not pytorch.",
+            "Train PyTorch Model needs a PyTorch model such as DenseNet or ResNet.",
+        )
+    if flavor.get("serialization_method", "state_dict") != "state_dict":
+        raise _fail(
+            subject,
+            root,
+            f"its serialization method is '{flavor.get('serialization_method')}'; only "
+            "state_dict models are read (pickled modules could run arbitrary code).",
+        )
+    extras = spec.get("flavor_extras") or {}
+    key = (extras.get("module"), extras.get("class"))
+    if key not in ALLOWED_CLASSES:
+        allowed = ", ".join(f"{m}.{c}" for m, c in ALLOWED_CLASSES)
+        raise _fail(
+            subject,
+            root,
+            f"it names the network class {key[0]}.{key[1]}, which is not an allowed network. Allowed: {allowed}.",
+        )
+    family = FAMILIES[ALLOWED_CLASSES[key]]
+    init_params = extras.get("init_params") or {}
+    if not isinstance(init_params, dict):
+        raise _fail(subject, root, "flavor_extras.init_params is not a mapping.")
+    architecture = init_params.get("model_name")
+    if architecture not in family.architectures:
+        raise _fail(
+            subject,
+            root,
+            f"'{architecture}' is not a supported {family.name}; choose one of {', '.join(family.architectures)}.",
+        )
+    unknown = set(init_params) - {"model_name", "pretrained", family.flag, "num_classes"}
+    if unknown:
+        raise _fail(subject, root, f"init_params has unknown keys: {', '.join(sorted(map(str, unknown)))}.")
+    task = spec.get("task_type", TASK_TYPE)
+    if task != TASK_TYPE:
+        raise _fail(subject, root, f"its task type is '{task}'; only {TASK_TYPE} is trained.")
+    weights_file = root / str(spec.get("model_file") or MODEL_FILE)
+    if not inside(root, weights_file) or not weights_file.is_file():
+        raise _fail(subject, root, f"the weights file '{weights_file.name}' is missing.")
+    num_classes = init_params.get("num_classes")
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise _fail(subject, root, f"num_classes is {num_classes!r}, not a positive integer.")
+    mean, std = _normalization(spec)
+    return ModelSpec(
+        root=root,
+        family=family,
+        architecture=architecture,
+        pretrained=bool(init_params.get("pretrained", False)),
+        flag=bool(init_params.get(family.flag, False)),
+        weights_file=weights_file,
+        num_classes=num_classes,
+        classes=_read_labels(root, spec, subject),
+        mean=mean,
+        std=std,
+        init_params=dict(init_params),
+    )
+
+
+def _normalization(spec: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    for item in spec.get("inputs") or []:
+        params = ((item or {}).get("pre_processor") or {}).get("init_params") or {}
+        mean, std = params.get("mean") or DESIGNER_MEAN, params.get("std") or DESIGNER_STD
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    return DESIGNER_MEAN, DESIGNER_STD
+
+
+def _read_labels(root: Path, spec: dict, subject: str) -> list[str] | None:
+    name = spec.get("label_map_file")
+    if not name:
+        return None
+    path = root / str(name)
+    if not inside(root, path) or not path.is_file():
+        raise _fail(subject, root, f"the label map '{name}' is missing.")
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    labels = {}
+    for row in rows[1:]:
+        if len(row) >= 2 and row[0].strip().lstrip("-").isdigit():
+            labels[int(row[0])] = row[1]
+    size = max(labels) + 1 if labels else 0
+    return [labels.get(i, str(i)) for i in range(size)]
+
+
+def load_weights(spec: ModelSpec, subject: str = "Untrained model") -> dict[str, torch.Tensor]:
+    """The state dict, loaded with weights_only so that a pickle of arbitrary objects is refused, not run."""
+    try:
+        state = torch.load(spec.weights_file, map_location="cpu", weights_only=True)
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        ValueError,
+        AttributeError,
+        TypeError,
+    ) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(
+            subject,
+            spec.root,
+            f"the weights file '{spec.weights_file.name}' cannot be loaded as a tensor state dict ({first_line}).",
+            "It may be truncated, or hold pickled objects other than tensors, which are refused. " + FIX_HINT,
+        ) from exc
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise _fail(
+            subject,
+            spec.root,
+            f"the weights file '{spec.weights_file.name}' is not a state dict of named tensors.",
+        )
+    return dict(state)
+
+
+def spec_dict(family: Family, init_params: dict, *, trained: bool, mean=None, std=None) -> dict:
+    spec = {
+        "flavor": {"name": "pytorch", "serialization_method": "state_dict"},
+        "model_file": MODEL_FILE,
+        "time_created": now_timestamp(),
+        "flavor_extras": {
+            "module": family.module,
+            "class": family.class_name,
+            "is_cuda": False,
+            "init_params": init_params,
+        },
+        "task_type": TASK_TYPE,
+    }
+    if trained:
+        spec["label_map_file"] = LABEL_FILE
+        spec["inputs"] = [
+            {
+                "name": "image",
+                "pre_processor": {
+                    "module": PRE_PROCESSOR_MODULE,
+                    "class": "ImageNormalizer",
+                    "init_params": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+                },
+            }
+        ]
+    return spec
+
+
+def write_label_map(classes: list[str], path: Path) -> None:
+    """pandas-style ',label' CSV: the designer reads it with read_csv(index_col=0)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["", "label"])
+    for index, name in enumerate(classes):
+        writer.writerow([index, name])
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def write_model_directory(
+    folder: Path,
+    state_dict: Mapping[str, torch.Tensor],
+    family: Family,
+    init_params: dict,
+    *,
+    classes: list[str] | None = None,
+    mean=None,
+    std=None,
+) -> None:
+    """Write a model folder into folder (which should be a staging folder; '_meta.yaml' is written last)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, folder / MODEL_FILE)
+    trained = classes is not None
+    dump_yaml(spec_dict(family, init_params, trained=trained, mean=mean, std=std), folder / SPEC_FILE)
+    if trained:
+        write_label_map(classes, folder / LABEL_FILE)
+    meta = {"type": "ModelDirectory", "extension": {}, "model": SPEC_FILE}
+    if trained:
+        meta.update({"registerModel": True, "modelOutputPath": "trained_model_outputs"})
+    dump_yaml(meta, folder / "_meta.yaml")

@@ -1,0 +1,106 @@
+"""Turning images into class probabilities with a trained model: shared by the MLflow pyfunc model and the
+scoring entry, so that scoring sees exactly the preprocessing that training used."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .images import decode_image, to_rgb
+
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+@dataclass
+class Preprocessing:
+    """What a trained model expects: images resized to (height, width), RGB, then (x/255 - mean) / std."""
+
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    classes: list[str]
+    resize: str = "bilinear"
+    color_mode: str = "RGB"
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)
+        data["image_size"] = list(self.image_size)
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> Preprocessing:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            image_size=tuple(data["image_size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            classes=list(data["classes"]),
+            resize=data.get("resize", "bilinear"),
+            color_mode=data.get("color_mode", "RGB"),
+        )
+
+
+def image_to_array(item: object, size: tuple[int, int]) -> np.ndarray:
+    """One image, given as a path, raw bytes, a base64 string, a PIL image or an HxWx3 array, to HxWx3 uint8."""
+    from PIL import Image
+
+    if isinstance(item, Image.Image):
+        image = to_rgb(item)
+        if (image.height, image.width) != tuple(size):
+            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        return np.asarray(image, dtype=np.uint8)
+    if isinstance(item, np.ndarray):
+        array = item if item.ndim == 3 else np.repeat(item[..., None], 3, axis=2)
+        return image_to_array(Image.fromarray(array.astype(np.uint8)), size)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(item), size)
+    if isinstance(item, (str, Path)):
+        text = str(item)
+        if Path(text).is_file():
+            return decode_image(Path(text), size)
+        try:
+            return decode_image(base64.b64decode(text, validate=True), size)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"'{text[:60]}' is neither an existing file nor base64 image bytes") from exc
+    raise TypeError(f"cannot read an image from a {type(item).__name__}")
+
+
+@torch.inference_mode()
+def predict_probabilities(
+    model: nn.Module, images: Iterable[object], preprocessing: Preprocessing, batch_size: int = 64
+) -> np.ndarray:
+    """Softmax probabilities (N x classes) for the images, batched, on the model's device."""
+    device = next(model.parameters()).device
+    std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
+    mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    model.eval()
+    outputs: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        tensor = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
+        tensor = ((tensor - mean) / std).to(device)
+        outputs.append(torch.softmax(model(tensor).float(), dim=1).cpu().numpy().astype(np.float64))
+        batch.clear()
+
+    for item in images:
+        batch.append(image_to_array(item, preprocessing.image_size))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    if not outputs:
+        return np.zeros((0, len(preprocessing.classes)))
+    return np.concatenate(outputs)
+
+
+def probability_columns(classes: Sequence[str]) -> list[str]:
+    return [f"Scored Probabilities_{name}" for name in classes]

@@ -1,0 +1,80 @@
+"""MLflow tracking, as Azure ML sets it up or, with nothing set, into a local sqlite store.
+
+Azure ML starts the run itself and passes MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME and MLFLOW_RUN_ID; the
+job then logs into that run. One job is one MLflow run, also when it resumes after a preemption.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "train_pytorch_model"
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+class Tracker:
+    """A thin wrapper that logs to one MLflow run; a disabled tracker (other ranks) does nothing."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self.tracking_uri: str | None = None
+        self._owns_run = False
+
+    def start(self, run_name: str, resume_run_id: str | None = None) -> None:
+        if not self.enabled:
+            return
+        self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        run_id = os.environ.get("MLFLOW_RUN_ID") or resume_run_id
+        active = mlflow.active_run()
+        if active is not None and (run_id is None or active.info.run_id == run_id):
+            run = active
+        elif run_id:
+            run = mlflow.start_run(run_id=run_id)
+            self._owns_run = True
+        else:
+            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+            run = mlflow.start_run(run_name=run_name)
+            self._owns_run = True
+        self.run_id = run.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if self.enabled:
+            # Resumed runs log the same parameters again; MLflow accepts identical values.
+            mlflow.log_params({k: _param(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.enabled:
+            mlflow.log_metrics(metrics, step=step)
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.enabled:
+            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_dict(self, data: Any, name: str) -> None:
+        if self.enabled:
+            mlflow.log_dict(data, name)
+
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            mlflow.log_artifacts(str(folder), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self.enabled and self._owns_run and mlflow.active_run() is not None:
+            mlflow.end_run(status=status)
+
+
+def _param(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
