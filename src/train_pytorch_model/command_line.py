@@ -225,6 +225,7 @@ def run_component(
     *,
     env: Mapping[str, str] | None = None,
     check: bool = True,
+    capture_output: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Render the component's command and run it with ``bash -c``, as an Azure ML step would.
 
@@ -257,7 +258,9 @@ def run_component(
         run_env.update(env)
     pythonpath = run_env.get("PYTHONPATH")
     run_env["PYTHONPATH"] = os.pathsep.join([str(code_dir), pythonpath] if pythonpath else [str(code_dir)])
-    return subprocess.run(["bash", "-c", command], cwd=code_dir, env=run_env, check=check, text=True)
+    return subprocess.run(
+        ["bash", "-c", command], cwd=code_dir, env=run_env, check=check, text=True, capture_output=capture_output
+    )
 
 
 def _parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:

@@ -162,6 +162,8 @@ def _display_name(path: Path, root: Path | None) -> str:
 
 
 def _check_bad_share(records, skipped, kept, subject, max_bad_fraction, class_to_idx, labels) -> None:
+    if not records:
+        raise InvalidDatasetError("it lists no image file.", "Give a dataset with at least one image.", subject=subject)
     if kept == 0:
         raise InvalidDatasetError(
             f"none of its {len(records)} image files could be decoded (first: {skipped[0][0]}: {skipped[0][1]}).",

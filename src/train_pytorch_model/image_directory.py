@@ -68,7 +68,8 @@ def load_labeled_images(path: str | Path, subject: str, scratch: Path | None = N
     if not entries:
         raise InvalidDatasetError(f"the folder '{root}' is empty.", CONVERT_HINT, subject=subject)
     archives = [entry for entry in entries if is_archive(entry)]
-    others = [entry for entry in entries if entry not in archives]
+    # Loose non-image files beside the archive (a README, a licence) do not make the folder an ImageFolder.
+    others = [entry for entry in entries if entry not in archives and (entry.is_dir() or is_image_name(entry.name))]
     if archives and not others:
         if len(archives) > 1:
             names = ", ".join(sorted(a.name for a in archives))

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,16 +171,7 @@ def load_weights(spec: ModelSpec, subject: str = "Untrained model") -> dict[str,
     """The state dict, loaded with weights_only so that a pickle of arbitrary objects is refused, not run."""
     try:
         state = torch.load(spec.weights_file, map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        OSError,
-        zipfile.BadZipFile,
-        ValueError,
-        AttributeError,
-        TypeError,
-    ) as exc:
+    except Exception as exc:  # the weights-only unpickler runs nothing: any failure means a broken or unsafe file
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _fail(
             subject,
@@ -215,6 +204,8 @@ def spec_dict(family: Family, init_params: dict, *, trained: bool, mean=None, st
         "task_type": TASK_TYPE,
     }
     if trained:
+        mean = DESIGNER_MEAN if mean is None else mean
+        std = DESIGNER_STD if std is None else std
         spec["label_map_file"] = LABEL_FILE
         spec["inputs"] = [
             {

@@ -1,0 +1,546 @@
+"""The training run: from input folders to the trained ModelDirectory.
+
+Data flows one way: model folder and datasets are read and checked, images decoded once, the network trained
+with early stopping on the validation loss, and the best epoch's weights written as a ModelDirectory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    fingerprint,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from .data import (
+    DecodedImages,
+    Normalizer,
+    batch_indices,
+    choose_image_size,
+    decode_dataset,
+    default_workers,
+)
+from .designer_files import publish
+from .engine import EarlyStopping, Precision, evaluate, train_one_epoch
+from .errors import (
+    InvalidDatasetError,
+    InvalidModelDirectoryError,
+    InvalidParameterError,
+    ModuleOutOfMemoryError,
+    TrainingDivergedError,
+)
+from .image_directory import LabeledImages, load_labeled_images
+from .mlflow_model import save_mlflow_model
+from .model_directory import ModelSpec, load_weights, read_model_directory, write_model_directory
+from .models import (
+    DESIGNER_MEAN,
+    DESIGNER_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DesignerNet,
+    build_network,
+    classifier_of,
+    load_matching,
+    replace_classifier,
+    strip_parallel_prefixes,
+)
+from .scoring import PREPROCESSING_FILE, Preprocessing
+from .tracking import Tracker
+from .train import Settings
+
+log = logging.getLogger("train_pytorch_model")
+
+MOMENTUM = 0.9
+WEIGHT_DECAY = 1e-4
+SUMMARY_FILE = "training_summary.json"
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed every generator before anything random happens (the head's initialisation included)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed % 2**63)
+    generator = torch.Generator()
+    generator.manual_seed(seed % 2**63)
+    return generator
+
+
+def check_classes(train: LabeledImages, valid: LabeledImages) -> list[str]:
+    """Training classes, in the training set's order; validation labels are matched to them by name."""
+    present = [name for name, count in train.class_counts().items() if count > 0]
+    if len(present) < 2:
+        raise InvalidDatasetError(
+            f"it has images of {len(present)} class{'es' if len(present) != 1 else ''} "
+            f"({', '.join(map(repr, present))}); a classifier needs at least two.",
+            "Add a subfolder of images for each class to tell apart.",
+            subject="Training dataset",
+        )
+    classes = train.classes
+    unknown = sorted({r.label for r in valid.records} - set(classes))
+    if unknown:
+        raise InvalidDatasetError(
+            f"it has classes that the training dataset does not have: {', '.join(map(repr, unknown[:10]))}. "
+            "Categories of the validation dataset must be among those of the training dataset.",
+            "Make sure training and validation datasets have the same categories.",
+            subject="Validation dataset",
+        )
+    return classes
+
+
+def build_model(spec: ModelSpec, num_classes: int) -> tuple[DesignerNet, dict]:
+    """The network of the untrained model folder, its saved weights loaded where they fit, with a fresh
+    classifier for our classes. Weights of another architecture are refused."""
+    state = strip_parallel_prefixes(load_weights(spec))
+    state = {k: v for k, v in state.items() if not k.startswith("out_linear_model.")}
+    saved_classes = spec.num_classes or _saved_head_size(state, spec) or 1000
+    network = build_network(spec.architecture, num_classes=saved_classes, flag=spec.flag)
+    model = DesignerNet(network)
+    head_name, _ = classifier_of(network)
+    head_prefix = f"model.{head_name}."
+    loaded, missing = load_matching(model, state)
+    body_missing = [k for k in missing if not k.startswith(head_prefix)]
+    if body_missing:
+        expected = len(model.state_dict())
+        raise InvalidModelDirectoryError(
+            f'ModelDirectory "{spec.root}" is invalid: its weights do not fit a {spec.architecture} '
+            f"({len(body_missing)} of {expected} tensors missing or of another shape, e.g. {body_missing[0]}).",
+            "The weights file must come from the same architecture as model_spec.yaml names; re-create the "
+            "untrained model with the DenseNet or ResNet module.",
+            subject="Untrained model",
+        )
+    reinitialised = saved_classes != num_classes
+    if reinitialised:
+        replace_classifier(network, num_classes)
+        loaded = [k for k in loaded if not k.startswith(head_prefix)]
+    info = {"tensors_loaded": len(loaded), "head_reinitialised": reinitialised}
+    return model, info
+
+
+def _saved_head_size(state: dict, spec: ModelSpec) -> int | None:
+    for key in ("model.fc.weight", "model.classifier.weight"):
+        if key in state and state[key].ndim == 2:
+            return int(state[key].shape[0])
+    return None
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; no weight decay on biases and BatchNorm, which it only hurts."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=MOMENTUM, nesterov=True)
+
+
+def run(settings: Settings) -> dict:
+    started = time.perf_counter()
+    output = settings.trained_model
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = output / CHECKPOINT_DIR
+    generator = seed_everything(settings.random_seed)
+
+    spec = read_model_directory(settings.untrained_model)
+    scratch = Path(tempfile.mkdtemp(prefix="train-pytorch-model-"))
+    try:
+        return _train(settings, spec, generator, scratch, checkpoint_dir, started)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
+    train_set = load_labeled_images(settings.training_dataset, "Training dataset", scratch)
+    valid_set = load_labeled_images(settings.validation_dataset, "Validation dataset", scratch)
+    classes = check_classes(train_set, valid_set)
+    class_to_idx = {name: index for index, name in enumerate(classes)}
+    if settings.batch_size > len(train_set.records):
+        raise InvalidParameterError(
+            f"{settings.batch_size} is larger than the {len(train_set.records)} labelled training images.",
+            f"Set batch_size to at most {len(train_set.records)}.",
+            subject="Parameter batch_size",
+        )
+
+    model, load_info = build_model(spec, len(classes))
+    min_size = spec.family.min_size
+    if settings.image_size is not None:
+        size = (max(settings.image_size, min_size),) * 2
+    else:
+        size = choose_image_size(train_set.records, min_size, settings.max_image_size, settings.random_seed)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if spec.pretrained else (DESIGNER_MEAN, DESIGNER_STD)
+    workers = settings.num_workers or default_workers()
+    log.info(
+        "Training %s on %d images of %d classes at %dx%d; validating on %d images.",
+        spec.architecture,
+        len(train_set.records),
+        len(classes),
+        size[1],
+        size[0],
+        len(valid_set.records),
+    )
+
+    train_data = decode_dataset(
+        train_set.records,
+        class_to_idx,
+        size,
+        "Training dataset",
+        workers=workers,
+        scratch=scratch,
+        root=train_set.root,
+    )
+    valid_data = decode_dataset(
+        valid_set.records,
+        class_to_idx,
+        size,
+        "Validation dataset",
+        workers=workers,
+        scratch=scratch,
+        root=valid_set.root,
+    )
+    if settings.batch_size > len(train_data):
+        raise InvalidParameterError(
+            f"{settings.batch_size} is larger than the {len(train_data)} readable training images.",
+            f"Set batch_size to at most {len(train_data)}.",
+            subject="Parameter batch_size",
+        )
+
+    device = pick_device()
+    channels_last = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    precision = Precision(device)
+    normalize = Normalizer(mean, std, device, channels_last)
+    optimizer = make_optimizer(model, settings.learning_rate)
+    steps_per_epoch = sum(
+        1 for _ in batch_indices(len(train_data), settings.batch_size, shuffle=False, drop_single=True)
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
+    stopper = EarlyStopping(settings.patience)
+
+    run_settings = {
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        "random_seed": settings.random_seed,
+        "patience": settings.patience,
+        "image_size": list(size),
+        "architecture": spec.architecture,
+        "classes": classes,
+        "train": [(str(r.path.relative_to(train_set.root)), r.label) for r in train_set.records],
+        "valid": [(str(r.path.relative_to(valid_set.root)), r.label) for r in valid_set.records],
+    }
+    digest = fingerprint(run_settings)
+    history: list[dict] = []
+    best_state: dict | None = None
+    start_epoch = 1
+    resumed_from = 0
+    mlflow_run_id = None
+    saved = load_checkpoint(checkpoint_dir)
+    if saved is not None and saved.get("fingerprint") == digest:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        stopper.load_state_dict(saved["early_stopping"])
+        restore_rng_state(saved["rng"], generator)
+        history = saved["history"]
+        best_state = saved["best_state"]
+        start_epoch = saved["epoch"] + 1
+        resumed_from = saved["epoch"]
+        mlflow_run_id = saved.get("mlflow_run_id")
+        if stopper.should_stop:  # killed after the early stop, before the output was written
+            start_epoch = settings.epochs + 1
+        log.info("Resuming from the checkpoint of epoch %d.", saved["epoch"])
+    elif saved is not None:
+        log.warning("Ignoring the checkpoint in %s: it belongs to other data or parameters.", checkpoint_dir)
+
+    tracker = Tracker()
+    tracker.start(run_name="train_pytorch_model", resume_run_id=mlflow_run_id)
+    status = "FAILED"
+    try:
+        if not resumed_from:
+            tracker.log_params(
+                {
+                    "epochs": settings.epochs,
+                    "batch_size": settings.batch_size,
+                    "learning_rate": settings.learning_rate,
+                    "random_seed": settings.random_seed,
+                    "patience": settings.patience,
+                    "architecture": spec.architecture,
+                    "pretrained": spec.pretrained,
+                    "image_height": size[0],
+                    "image_width": size[1],
+                    "num_classes": len(classes),
+                    "train_images": len(train_data),
+                    "valid_images": len(valid_data),
+                    "optimizer": f"SGD(momentum={MOMENTUM}, nesterov=True, weight_decay={WEIGHT_DECAY})",
+                    "lr_schedule": "cosine, per step",
+                    "device": str(device),
+                    "global_batch_size": settings.batch_size,
+                    "world_size": 1,
+                }
+            )
+            tracker.log_dict(
+                _dataset_summary(train_set, valid_set, train_data, valid_data, classes),
+                "dataset_summary.json",
+            )
+        first_step_at: list[float] = []
+        stop_reason = "completed all epochs"
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, settings.epochs + 1):
+            lr = optimizer.param_groups[0]["lr"]
+            train_batches = (
+                (normalize(train_data.images[index]), train_data.labels[index])
+                for index in batch_indices(
+                    len(train_data), settings.batch_size, shuffle=True, generator=generator, drop_single=True
+                )
+            )
+            try:
+                train_stats = train_one_epoch(
+                    model,
+                    train_batches,
+                    optimizer,
+                    scheduler,
+                    precision,
+                    device,
+                    on_step=(lambda step: first_step_at.append(time.perf_counter())) if not first_step_at else None,
+                )
+                valid_stats = evaluate(
+                    model,
+                    _eval_batches(valid_data, settings.batch_size * 2, normalize),
+                    precision,
+                    device,
+                    len(classes),
+                )
+            except torch.OutOfMemoryError as exc:
+                raise ModuleOutOfMemoryError(
+                    f"the {device.type.upper()} ran out of memory at batch size {settings.batch_size} ({exc}).",
+                    "Lower batch_size (halve it), or lower image_size, or use a compute with more memory.",
+                    subject="Training",
+                ) from exc
+            metrics = {
+                "train_loss": train_stats.loss,
+                "train_accuracy": train_stats.accuracy,
+                "valid_loss": valid_stats.loss,
+                "valid_accuracy": valid_stats.accuracy,
+                "valid_top5_accuracy": valid_stats.top5_accuracy,
+                "learning_rate": lr,
+                "train_images_per_second": train_stats.images_per_second,
+                "epoch_seconds": train_stats.seconds + valid_stats.seconds,
+            }
+            history.append({"epoch": epoch, **metrics})
+            tracker.log_metrics(metrics, step=epoch)
+            log.info(
+                "Epoch %d/%d  train_loss %.4f  train_acc %.4f  valid_loss %.4f  valid_acc %.4f  top5 %.4f"
+                "  lr %.3g  %.0f img/s",
+                epoch,
+                settings.epochs,
+                train_stats.loss,
+                train_stats.accuracy,
+                valid_stats.loss,
+                valid_stats.accuracy,
+                valid_stats.top5_accuracy,
+                lr,
+                train_stats.images_per_second,
+            )
+            if not (np.isfinite(train_stats.loss) and np.isfinite(valid_stats.loss)):
+                _diverged(settings, spec, classes, size, mean, std, best_state, stopper, train_set, history)
+            if stopper.update(epoch, valid_stats.loss):
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            save_checkpoint(
+                checkpoint_dir,
+                {
+                    "fingerprint": digest,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "early_stopping": stopper.state_dict(),
+                    "rng": rng_state(generator),
+                    "history": history,
+                    "best_state": best_state,
+                    "mlflow_run_id": tracker.run_id,
+                },
+            )
+            if stopper.should_stop:
+                stop_reason = (
+                    f"early stop: no lower validation loss for {settings.patience} epochs "
+                    f"after epoch {stopper.best_epoch}"
+                )
+                log.info("Stopping early: %s.", stop_reason)
+                break
+        else:
+            epoch = settings.epochs if history else epoch
+
+        assert best_state is not None
+        model.load_state_dict(best_state)
+        final = evaluate(
+            model,
+            _eval_batches(valid_data, settings.batch_size * 2, normalize),
+            precision,
+            device,
+            len(classes),
+            keep_predictions=True,
+        )
+        last_epoch = history[-1]["epoch"] if history else 0
+        summary = {
+            "best_epoch": stopper.best_epoch,
+            "last_epoch": last_epoch,
+            "stopped_early": last_epoch < settings.epochs,
+            "stop_reason": stop_reason,
+            "resumed_from_epoch": resumed_from,
+            "best_valid_loss": stopper.best_loss,
+            "best_valid_accuracy": final.accuracy,
+            "best_valid_top5_accuracy": final.top5_accuracy,
+            "history": history,
+            "seconds": time.perf_counter() - started,
+            "seconds_to_first_step": (first_step_at[0] - started) if first_step_at else None,
+            "device": str(device),
+            "hyperparameters": {
+                "epochs": settings.epochs,
+                "batch_size": settings.batch_size,
+                "global_batch_size": settings.batch_size,
+                "learning_rate": settings.learning_rate,
+                "random_seed": settings.random_seed,
+                "patience": settings.patience,
+                "momentum": MOMENTUM,
+                "nesterov": True,
+                "weight_decay": WEIGHT_DECAY,
+                "lr_schedule": "cosine",
+                "image_size": list(size),
+            },
+            "model": {"architecture": spec.architecture, "pretrained": spec.pretrained, **load_info},
+            "classes": classes,
+            "versions": {
+                "train_pytorch_model": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        }
+        tracker.log_metrics(
+            {
+                "best_epoch": stopper.best_epoch,
+                "last_epoch": last_epoch,
+                "best_valid_loss": stopper.best_loss,
+                "best_valid_accuracy": final.accuracy,
+            },
+            step=0,
+        )
+        write_output(settings.trained_model, model, spec, classes, size, mean, std, train_set, summary)
+        tracker.log_artifacts(settings.trained_model, "trained_model")
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        status = "FINISHED"
+        summary["mlflow_run_id"] = tracker.run_id
+        summary["mlflow_tracking_uri"] = tracker.tracking_uri
+        return summary
+    finally:
+        tracker.end(status)
+
+
+def _eval_batches(data: DecodedImages, batch_size: int, normalize: Normalizer):
+    for index in batch_indices(len(data), batch_size, shuffle=False, drop_single=False):
+        yield normalize(data.images[index]), data.labels[index]
+
+
+def _diverged(settings, spec, classes, size, mean, std, best_state, stopper, train_set, history) -> None:
+    """Keep the best model so far, then stop with an error that says what to change."""
+    epoch = history[-1]["epoch"]
+    kept = ""
+    if best_state is not None:
+        model = DesignerNet(build_network(spec.architecture, num_classes=len(classes), flag=spec.flag))
+        model.load_state_dict(best_state)
+        summary = {
+            "best_epoch": stopper.best_epoch,
+            "stop_reason": f"loss diverged at epoch {epoch}",
+            "history": history,
+            "classes": classes,
+        }
+        write_output(settings.trained_model, model, spec, classes, size, mean, std, train_set, summary)
+        kept = f" The model of epoch {stopper.best_epoch}, the best before that, was saved."
+    raise TrainingDivergedError(
+        f"the loss became NaN or infinite at epoch {epoch}.{kept}",
+        f"Lower the learning rate (now {settings.learning_rate}); check the images for corrupt content.",
+        subject="Training",
+    )
+
+
+def write_output(
+    destination: Path,
+    model: nn.Module,
+    spec: ModelSpec,
+    classes: list[str],
+    size,
+    mean,
+    std,
+    train_set: LabeledImages,
+    summary: dict,
+) -> None:
+    """Write the ModelDirectory aside, then move it into place with '_meta.yaml' last."""
+    staging = destination / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model = model.cpu().eval()
+    init_params = {
+        "model_name": spec.architecture,
+        "pretrained": False,
+        spec.family.flag: spec.flag,
+        "num_classes": len(classes),
+    }
+    # 'pretrained: false': the weights are in the file, so designer readers must not fetch ImageNet ones.
+    write_model_directory(staging, model.state_dict(), spec.family, init_params, classes=classes, mean=mean, std=std)
+    if train_set.schema_file is not None:
+        shutil.copyfile(train_set.schema_file, staging / "_schema.json")
+    if train_set.samples_file is not None:
+        shutil.copyfile(train_set.samples_file, staging / "_samples.json")
+    preprocessing = Preprocessing(image_size=tuple(size), mean=tuple(mean), std=tuple(std), classes=classes)
+    preprocessing.save(staging / PREPROCESSING_FILE)
+    (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    save_mlflow_model(copy.deepcopy(model), preprocessing, staging)
+    publish(staging, destination, keep=(CHECKPOINT_DIR,))
+
+
+def _dataset_summary(train_set, valid_set, train_data, valid_data, classes) -> dict:
+    def part(listing: LabeledImages, decoded: DecodedImages) -> dict:
+        counts = dict.fromkeys(classes, 0)
+        for label in decoded.labels.tolist():
+            counts[classes[label]] += 1
+        return {
+            "root": str(listing.root),
+            "layout": listing.layout,
+            "images": len(decoded),
+            "images_per_class": counts,
+            "skipped": [{"file": f, "reason": r} for f, r in listing.skipped + decoded.skipped],
+        }
+
+    return {
+        "classes": classes,
+        "training": part(train_set, train_data),
+        "validation": part(valid_set, valid_data),
+    }

@@ -1,0 +1,287 @@
+"""End-to-end training: the component's own command line, run as Azure ML runs it, on small real images,
+with a real MLflow store read back afterwards."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, write_digits_subset
+from mlflow.tracking import MlflowClient
+
+from train_pytorch_model.command_line import run_component
+from train_pytorch_model.engine import EarlyStopping
+from train_pytorch_model.model_directory import load_weights, read_model_directory
+from train_pytorch_model.train import parse_args
+from train_pytorch_model.trainer import run
+
+COMPONENT = REPO_ROOT / "component.yaml"
+EPOCH_METRICS = (
+    "train_loss",
+    "valid_loss",
+    "valid_accuracy",
+    "valid_top5_accuracy",
+    "learning_rate",
+    "train_images_per_second",
+)
+
+
+def tracking_env(folder: Path, experiment: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": experiment}
+
+
+def runs_of(env: dict[str, str]):
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name(env["MLFLOW_EXPERIMENT_NAME"])
+    assert experiment is not None, "the job created no MLflow experiment"
+    return client, client.search_runs([experiment.experiment_id])
+
+
+@pytest.fixture(scope="module")
+def component_run(tmp_path_factory, digits, untrained_resnet18):
+    """One real training job through component.yaml's command line."""
+    train, valid = digits
+    work = tmp_path_factory.mktemp("component_run")
+    env = tracking_env(work, "component-run")
+    output = work / "trained_model"
+    result = run_component(
+        COMPONENT,
+        inputs={
+            "untrained_model": untrained_resnet18,
+            "training_dataset": train,
+            "validation_dataset": valid,
+            "epochs": 4,
+            "batch_size": 16,
+            "learning_rate": 0.01,
+        },
+        outputs={"trained_model": output},
+        env=env,
+        check=False,
+        capture_output=True,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output, env, result, valid
+
+
+def test_component_writes_a_model_directory(component_run):
+    output, _, result, _ = component_run
+    spec = read_model_directory(output, "Trained model")
+    assert spec.architecture == "resnet18"
+    assert spec.classes == ["0", "1", "7"]
+    assert spec.num_classes == 3
+    # Scoring never needs ImageNet weights: the trained weights are all in the file.
+    assert spec.pretrained is False
+    state = load_weights(spec, "Trained model")
+    assert state["model.fc.weight"].shape == (3, 512)
+    assert (output / "index_to_label.csv").read_text() == ",label\n0,0\n1,1\n2,7\n"
+    assert (output / "preprocessing.json").is_file()
+    assert not (output / ".staging").exists()
+    assert not (output / ".checkpoint").exists()
+    assert "validation accuracy" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_mlflow_run_has_one_point_per_epoch(component_run):
+    output, env, _, _ = component_run
+    client, runs = runs_of(env)
+    assert len(runs) == 1, "one job must be one MLflow run"
+    run_info = runs[0]
+    summary = json.loads((output / "training_summary.json").read_text())
+    epochs_run = summary["last_epoch"]
+    assert 1 <= epochs_run <= 4
+    for name in EPOCH_METRICS:
+        history = client.get_metric_history(run_info.info.run_id, name)
+        assert sorted(m.step for m in history) == list(range(1, epochs_run + 1)), name
+        assert all(math.isfinite(m.value) for m in history), name
+    accuracies = [m.value for m in client.get_metric_history(run_info.info.run_id, "valid_accuracy")]
+    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    params = run_info.data.params
+    assert params["epochs"] == "4" and params["batch_size"] == "16" and params["learning_rate"] == "0.01"
+    assert run_info.data.metrics["best_epoch"] == summary["best_epoch"]
+    assert run_info.info.status == "FINISHED"
+    # The summary and MLflow agree on the losses.
+    logged = {m.step: m.value for m in client.get_metric_history(run_info.info.run_id, "valid_loss")}
+    for row in summary["history"]:
+        assert logged[row["epoch"]] == pytest.approx(row["valid_loss"], rel=1e-9)
+
+
+def test_saved_weights_are_those_of_the_best_epoch(component_run):
+    output, _, _, valid = component_run
+    summary = json.loads((output / "training_summary.json").read_text())
+    best = min(summary["history"], key=lambda row: row["valid_loss"])
+    assert summary["best_epoch"] == best["epoch"]
+    # Re-score the validation images with the saved model: its loss is the best epoch's, not the last's.
+    model = mlflow.pyfunc.load_model(str(output))
+    files = sorted(valid.rglob("*.png"))
+    frame = model.predict([str(f) for f in files])
+    labels = ["0", "1", "7"]
+    probabilities = frame[[f"Scored Probabilities_{c}" for c in labels]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    targets = np.array([labels.index(f.parent.name) for f in files])
+    loss = float(-np.log(probabilities[np.arange(len(files)), targets]).mean())
+    assert loss == pytest.approx(best["valid_loss"], rel=1e-3, abs=1e-4)
+    accuracy = float((frame["Scored Labels"].to_numpy() == np.array([f.parent.name for f in files])).mean())
+    assert accuracy == pytest.approx(summary["best_valid_accuracy"], abs=1e-9)
+    assert accuracy >= 0.8
+
+
+def test_mlflow_pytorch_flavor_loads(component_run):
+    output, _, _, _ = component_run
+    network = mlflow.pytorch.load_model(str(output))
+    logits = network(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 3)
+
+
+def test_same_seed_gives_same_run(tmp_path, digits, untrained_resnet18, monkeypatch):
+    train, valid = digits
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "seeds")
+
+    def train_once(name: str, seed: int):
+        settings = parse_args(
+            [
+                "--untrained-model", str(untrained_resnet18),
+                "--training-dataset", str(train),
+                "--validation-dataset", str(valid),
+                "--trained-model", str(tmp_path / name),
+                "--epochs", "2", "--batch-size", "8", "--random-seed", str(seed),
+            ]
+        )  # fmt: skip
+        summary = run(settings)
+        return summary["history"], torch.load(tmp_path / name / "model", weights_only=True)
+
+    history_a, weights_a = train_once("a", 7)
+    history_b, weights_b = train_once("b", 7)
+    history_c, _ = train_once("c", 8)
+    strip = [
+        {k: v for k, v in row.items() if k not in ("train_images_per_second", "epoch_seconds")} for row in history_a
+    ]
+    assert strip == [
+        {k: v for k, v in row.items() if k not in ("train_images_per_second", "epoch_seconds")} for row in history_b
+    ]
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert history_c[0]["train_loss"] != history_a[0]["train_loss"]
+
+
+def test_designer_untrained_model_trains_on_designer_image_directory(tmp_path, designer_fixtures, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    data = designer_fixtures / "image_directory"
+    output = tmp_path / "trained"
+    settings = parse_args(
+        [
+            "--untrained-model", str(designer_fixtures / "untrained_model"),
+            "--training-dataset", str(data),
+            "--validation-dataset", str(data),
+            "--trained-model", str(output),
+            "--epochs", "2", "--batch-size", "2",
+        ]
+    )  # fmt: skip
+    summary = run(settings)
+    assert summary["classes"] == ["cat", "dog"]
+    spec = read_model_directory(output, "Trained model")
+    assert spec.classes == ["cat", "dog"]
+    # The training ImageDirectory's schema and samples travel with the model, byte for byte, as in the designer.
+    assert (output / "_schema.json").read_bytes() == (data / "_schema.json").read_bytes()
+    assert (output / "_samples.json").read_bytes() == (data / "_samples.json").read_bytes()
+    # The untrained folder's own weights were used: every tensor but the new head was loaded from it.
+    assert summary["model"]["head_reinitialised"] is True
+    assert (
+        summary["model"]["tensors_loaded"]
+        == len(load_weights(read_model_directory(designer_fixtures / "untrained_model"))) - 2
+    )
+
+
+def test_validation_labels_are_mapped_by_name(tmp_path, untrained_resnet18, monkeypatch):
+    """A validation set holding a subset of the classes keeps the training ids (designer bug 7.5)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    train = write_digits_subset(tmp_path / "train", classes=(0, 1, 7), per_class=20)
+    valid = write_digits_subset(tmp_path / "valid", classes=(0, 7), per_class=10, offset=40)
+    settings = parse_args(
+        [
+            "--untrained-model", str(untrained_resnet18),
+            "--training-dataset", str(train),
+            "--validation-dataset", str(valid),
+            "--trained-model", str(tmp_path / "out"),
+            "--epochs", "3", "--batch-size", "8", "--learning-rate", "0.01",
+        ]
+    )  # fmt: skip
+    summary = run(settings)
+    model = mlflow.pyfunc.load_model(str(tmp_path / "out"))
+    files = sorted(valid.rglob("*.png"))
+    frame = model.predict([str(f) for f in files])
+    truth = np.array([f.parent.name for f in files])
+    accuracy = float((frame["Scored Labels"].to_numpy() == truth).mean())
+    assert accuracy == pytest.approx(summary["best_valid_accuracy"], abs=1e-9)
+
+
+def test_early_stopping_counts_epochs_without_a_new_best():
+    stopper = EarlyStopping(patience=2)
+    assert stopper.update(1, 1.0) and not stopper.should_stop
+    assert not stopper.update(2, 1.1)  # worse than the best
+    assert stopper.update(3, 0.9)  # new best resets the count
+    assert not stopper.update(4, 0.95)  # better than epoch 4's predecessor but not the best
+    assert not stopper.should_stop
+    assert not stopper.update(5, 0.9)  # equal is not a decrease
+    assert stopper.should_stop and stopper.best_epoch == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code", "phrase"),
+    [
+        ({"epochs": 0}, 3, "epochs"),
+        ({"batch_size": 0}, 3, "batch_size"),
+        ({"batch_size": 10_000}, 3, "larger than"),
+        ({"learning_rate": 0}, 3, "learning_rate"),
+        ({"learning_rate": "nan"}, 3, "learning_rate"),
+        ({"patience": 0}, 3, "patience"),
+        ({"random_seed": "1.5"}, 3, "random_seed"),
+    ],
+)
+def test_bad_parameters_fail_clearly(tmp_path, digits, untrained_resnet18, overrides, code, phrase):
+    train, valid = digits
+    inputs = {"untrained_model": untrained_resnet18, "training_dataset": train, "validation_dataset": valid}
+    inputs.update(overrides)
+    result = run_component(
+        COMPONENT,
+        inputs=inputs,
+        outputs={"trained_model": tmp_path / "out"},
+        env=tracking_env(tmp_path, "bad-params"),
+        check=False,
+        capture_output=True,
+    )
+    assert result.returncode == code, result.stderr
+    assert "InvalidParameterError" in result.stderr and phrase in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "_meta.yaml").exists()
+
+
+def test_unlabeled_and_mismatched_datasets_fail_clearly(tmp_path, digits, untrained_resnet18):
+    train, valid = digits
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for image in sorted(train.rglob("*.png"))[:5]:
+        shutil.copy(image, flat / image.name)
+    other = write_digits_subset(tmp_path / "other", classes=(0, 3), per_class=5)
+    cases = [
+        ({"training_dataset": flat, "validation_dataset": valid}, 5, "NotLabeledDatasetError"),
+        ({"training_dataset": train, "validation_dataset": other}, 6, "InvalidDatasetError"),
+        ({"training_dataset": tmp_path / "missing", "validation_dataset": valid}, 6, "InvalidDatasetError"),
+    ]
+    for index, (inputs, code, name) in enumerate(cases):
+        result = run_component(
+            COMPONENT,
+            inputs={"untrained_model": untrained_resnet18, **inputs},
+            outputs={"trained_model": tmp_path / f"out{index}"},
+            env=tracking_env(tmp_path, "bad-data"),
+            check=False,
+            capture_output=True,
+        )
+        assert result.returncode == code, (name, result.stderr)
+        assert name in result.stderr and "Traceback" not in result.stderr
