@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import builtins
 import csv
+import importlib
 import io
 import os
 import pickle
+import random
 import re
 import shutil
 import socket
@@ -449,6 +451,9 @@ def test_class_outside_allowlist_is_refused_without_import(tmp_path, marker_modu
     assert_invalid(small_model_folder(tmp_path / "marker", spec=spec), "not an allowed network")
     assert not marker.exists()
     assert name not in sys.modules
+    # the check is meaningful: importing the module does leave the marker
+    importlib.import_module(name)
+    assert marker.exists()
 
 
 def test_pickle_serialization_method_is_refused(tmp_path):
@@ -567,6 +572,36 @@ def test_raw_pickle_of_reducing_object_never_runs(tmp_path):
 
 def test_torch_save_of_arbitrary_class_is_refused(tmp_path):
     assert_weights_refused(spec_with_weights(tmp_path, obj={"x": Arbitrary()}))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_corrupted_weights_only_ever_give_invalid_model_directory(tmp_path):
+    """Bit flips, cuts and random bytes: either a state dict of tensors or InvalidModelDirectoryError, never a raw
+    IndexError, KeyError, struct.error or AssertionError from the unpickler."""
+    spec = spec_with_weights(tmp_path, obj={"model.a": torch.zeros(3), "model.b": torch.ones(2, 2)})
+    zip_bytes = spec.weights_file.read_bytes()
+    legacy = io.BytesIO()
+    torch.save({"model.a": torch.zeros(3)}, legacy, _use_new_zipfile_serialization=False)
+    rng = random.Random(0)
+    payloads = []
+    for _ in range(60):
+        for base in (zip_bytes, legacy.getvalue()):
+            flipped = bytearray(base)
+            for _ in range(rng.randint(1, 5)):
+                flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+            payloads.append(bytes(flipped))
+            payloads.append(base[: rng.randrange(len(base))])
+        payloads.append(bytes(rng.randrange(256) for _ in range(rng.randint(1, 200))))
+    refused = 0
+    for payload in payloads:
+        spec.weights_file.write_bytes(payload)
+        try:
+            state = load_weights(spec)
+        except InvalidModelDirectoryError:
+            refused += 1
+            continue
+        assert all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    assert refused > len(payloads) // 2
 
 
 def test_non_tensor_state_dict_is_refused(tmp_path):

@@ -238,6 +238,7 @@ def test_early_stopping_counts_epochs_without_a_new_best():
         ({"epochs": 0}, 3, "epochs"),
         ({"batch_size": 0}, 3, "batch_size"),
         ({"batch_size": 10_000}, 3, "larger than"),
+        ({"batch_size": 1}, 3, "BatchNorm"),
         ({"learning_rate": 0}, 3, "learning_rate"),
         ({"learning_rate": "nan"}, 3, "learning_rate"),
         ({"patience": 0}, 3, "patience"),

@@ -239,8 +239,10 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
     precision = Precision(device)
     normalize = Normalizer(mean, std, device, channels_last)
     optimizer = make_optimizer(model, settings.learning_rate)
+    # A trailing batch of one is skipped (BatchNorm cannot train on it), unless every batch is of one.
+    single = settings.batch_size > 1
     steps_per_epoch = sum(
-        1 for _ in batch_indices(len(train_data), settings.batch_size, shuffle=False, drop_single=True)
+        1 for _ in batch_indices(len(train_data), settings.batch_size, shuffle=False, drop_single=single)
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
     stopper = EarlyStopping(settings.patience)
@@ -319,7 +321,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
             train_batches = (
                 (normalize(train_data.images[index]), train_data.labels[index])
                 for index in batch_indices(
-                    len(train_data), settings.batch_size, shuffle=True, generator=generator, drop_single=True
+                    len(train_data), settings.batch_size, shuffle=True, generator=generator, drop_single=single
                 )
             )
             try:
@@ -339,6 +341,15 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                     device,
                     len(classes),
                 )
+            except ValueError as exc:
+                if "Expected more than 1 value per channel" not in str(exc):
+                    raise
+                raise InvalidParameterError(
+                    f"{settings.batch_size} is too small for {spec.architecture} at {size[1]}x{size[0]}: its "
+                    "BatchNorm layers cannot normalise a single value per channel.",
+                    "Set batch_size to 2 or more (or raise image_size).",
+                    subject="Parameter batch_size",
+                ) from exc
             except torch.OutOfMemoryError as exc:
                 raise ModuleOutOfMemoryError(
                     f"the {device.type.upper()} ran out of memory at batch size {settings.batch_size} ({exc}).",
@@ -438,6 +449,8 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
             },
             "model": {"architecture": spec.architecture, "pretrained": spec.pretrained, **load_info},
             "classes": classes,
+            "mlflow_run_id": tracker.run_id,
+            "mlflow_tracking_uri": tracker.tracking_uri,
             "versions": {
                 "train_pytorch_model": __version__,
                 "torch": torch.__version__,
@@ -457,8 +470,6 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
         tracker.log_artifacts(settings.trained_model, "trained_model")
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         status = "FINISHED"
-        summary["mlflow_run_id"] = tracker.run_id
-        summary["mlflow_tracking_uri"] = tracker.tracking_uri
         return summary
     finally:
         tracker.end(status)
