@@ -12,9 +12,9 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, write_digits_subset
 from mlflow.tracking import MlflowClient
 
+from conftest import REPO_ROOT, write_digits_subset
 from train_pytorch_model.command_line import run_component
 from train_pytorch_model.engine import EarlyStopping
 from train_pytorch_model.model_directory import load_weights, read_model_directory

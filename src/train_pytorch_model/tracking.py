@@ -58,6 +58,16 @@ class Tracker:
         if self.enabled:
             mlflow.log_metrics(metrics, step=step)
 
+    def log_missing_epochs(self, history: list[dict[str, float]]) -> None:
+        """After a resume: log the epochs the checkpoint has but the run lacks, so each epoch has one point."""
+        if not self.enabled or not history:
+            return
+        client = mlflow.tracking.MlflowClient()
+        logged = {m.step for m in client.get_metric_history(self.run_id, "valid_loss")}
+        for row in history:
+            if row["epoch"] not in logged:
+                self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         if self.enabled:
             mlflow.set_tags({k: str(v) for k, v in tags.items()})

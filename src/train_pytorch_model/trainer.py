@@ -287,7 +287,9 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
     tracker.start(run_name="train_pytorch_model", resume_run_id=mlflow_run_id)
     status = "FAILED"
     try:
-        if not resumed_from:
+        if resumed_from:
+            tracker.log_missing_epochs(history)
+        else:
             tracker.log_params(
                 {
                     "epochs": settings.epochs,
@@ -367,7 +369,6 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                 "epoch_seconds": train_stats.seconds + valid_stats.seconds,
             }
             history.append({"epoch": epoch, **metrics})
-            tracker.log_metrics(metrics, step=epoch)
             log.info(
                 "Epoch %d/%d  train_loss %.4f  train_acc %.4f  valid_loss %.4f  valid_acc %.4f  top5 %.4f"
                 "  lr %.3g  %.0f img/s",
@@ -382,6 +383,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                 train_stats.images_per_second,
             )
             if not (np.isfinite(train_stats.loss) and np.isfinite(valid_stats.loss)):
+                tracker.log_metrics(metrics, step=epoch)
                 _diverged(settings, spec, classes, size, mean, std, best_state, stopper, train_set, history)
             if stopper.update(epoch, valid_stats.loss):
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -400,6 +402,8 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                     "mlflow_run_id": tracker.run_id,
                 },
             )
+            # Logged after the checkpoint: a job killed in between logs this epoch when it resumes.
+            tracker.log_metrics(metrics, step=epoch)
             if stopper.should_stop:
                 stop_reason = (
                     f"early stop: no lower validation loss for {settings.patience} epochs "
@@ -407,8 +411,6 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                 )
                 log.info("Stopping early: %s.", stop_reason)
                 break
-        else:
-            epoch = settings.epochs if history else epoch
 
         assert best_state is not None
         model.load_state_dict(best_state)

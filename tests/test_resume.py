@@ -1,0 +1,103 @@
+"""A job killed with SIGKILL after an epoch, run again on the same output, ends exactly like one that was never
+interrupted: same weights, same per-epoch metrics, one MLflow point per epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO_ROOT
+from train_pytorch_model.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
+from train_pytorch_model.command_line import load_component_spec, render_command
+
+COMPONENT = REPO_ROOT / "component.yaml"
+EPOCHS = 4
+
+
+def command_for(untrained: Path, train: Path, valid: Path, output: Path) -> str:
+    spec = load_component_spec(COMPONENT)
+    inputs = {
+        "untrained_model": str(untrained),
+        "training_dataset": str(train),
+        "validation_dataset": str(valid),
+        "epochs": EPOCHS,
+        "batch_size": 8,
+        "learning_rate": 0.01,
+        "patience": 10,
+    }
+    command = render_command(spec, inputs, {"trained_model": str(output)})
+    assert command.startswith("python ")
+    return sys.executable + command[len("python") :]
+
+
+def start(command: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["bash", "-c", f"exec {command}"],
+        cwd=REPO_ROOT / "src",
+        env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT / "src")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_killed_job_resumes_to_the_uninterrupted_result(tmp_path, digits, untrained_resnet18):
+    train, valid = digits
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "resume"}
+
+    reference = tmp_path / "reference"
+    done = start(command_for(untrained_resnet18, train, valid, reference), env)
+    output, _ = done.communicate(timeout=600)
+    assert done.returncode == 0, output[-3000:]
+
+    resumed = tmp_path / "resumed"
+    checkpoint = resumed / CHECKPOINT_DIR / CHECKPOINT_FILE
+    victim = start(command_for(untrained_resnet18, train, valid, resumed), env)
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert victim.poll() is None, "the job ended before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+    killed_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    assert 1 <= killed_at < EPOCHS
+    assert not (resumed / "_meta.yaml").exists(), "a killed job must not leave a valid-looking output"
+
+    again = start(command_for(untrained_resnet18, train, valid, resumed), env)
+    log, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, log[-3000:]
+    assert f"Resuming from the checkpoint of epoch {killed_at}" in log
+
+    expected = torch.load(reference / "model", weights_only=True)
+    actual = torch.load(resumed / "model", weights_only=True)
+    assert expected.keys() == actual.keys()
+    assert all(torch.equal(expected[k], actual[k]) for k in expected)
+
+    timings = ("train_images_per_second", "epoch_seconds")
+    summaries = [json.loads((folder / "training_summary.json").read_text()) for folder in (reference, resumed)]
+    histories = [[{k: v for k, v in row.items() if k not in timings} for row in s["history"]] for s in summaries]
+    assert histories[0] == histories[1]
+    assert summaries[1]["resumed_from_epoch"] == killed_at
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("resume")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2, "the killed and resumed job is one run, the reference another"
+    resumed_run = next(r for r in runs if r.info.run_id == summaries[1]["mlflow_run_id"])
+    assert resumed_run.info.status == "FINISHED"
+    for name in ("valid_loss", "train_loss", "valid_accuracy"):
+        steps = sorted(m.step for m in client.get_metric_history(resumed_run.info.run_id, name))
+        assert steps == list(range(1, EPOCHS + 1)), name
+    values = {m.step: m.value for m in client.get_metric_history(resumed_run.info.run_id, "valid_loss")}
+    assert [values[row["epoch"]] for row in summaries[0]["history"]] == [
+        row["valid_loss"] for row in summaries[0]["history"]
+    ]
