@@ -41,6 +41,7 @@ from .data import (
 from .designer_files import publish
 from .engine import EarlyStopping, Precision, evaluate, train_one_epoch
 from .errors import (
+    ComponentError,
     InvalidDatasetError,
     InvalidModelDirectoryError,
     InvalidParameterError,
@@ -473,6 +474,10 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         status = "FINISHED"
         return summary
+    except ComponentError as error:
+        # The run page in the studio shows the same sentence as the job's error banner (stderr's tail).
+        tracker.set_tags({"error": error.name, "mlflow.note.content": f"{error.name}: {error.message}"})
+        raise
     finally:
         tracker.end(status)
 
