@@ -1,0 +1,271 @@
+"""A corpus of bad inputs, built by the tests: each gets its specific error, its exit code and a message that
+names the problem, with no traceback, no valid-looking output, and no byte of any input changed."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import write_digits_subset
+from train_pytorch_model.models import DesignerNet
+from train_pytorch_model.train import main
+
+ModelMaker = Callable[[Path, Path], Path]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file and link under root with its content hash: any change to an input shows up here."""
+    digest = {}
+    for path in sorted(root.rglob("*")):
+        key = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            digest[key] = "link:" + str(path.readlink())
+        elif path.is_file():
+            digest[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            digest[key] = "dir"
+    return digest
+
+
+class Evil:
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/train_pytorch_model_pwned"),))
+
+
+def copy_model(untrained: Path, tmp: Path) -> Path:
+    target = tmp / "model"
+    shutil.copytree(untrained, target)
+    return target
+
+
+def model_without_spec(untrained: Path, tmp: Path) -> Path:
+    model = copy_model(untrained, tmp)
+    (model / "model_spec.yaml").unlink()
+    return model
+
+
+def model_naming_os_system(untrained: Path, tmp: Path) -> Path:
+    model = copy_model(untrained, tmp)
+    spec = yaml.safe_load((model / "model_spec.yaml").read_text())
+    spec["flavor_extras"]["module"], spec["flavor_extras"]["class"] = "os", "system"
+    (model / "model_spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return model
+
+
+def model_with_densenet_weights(untrained: Path, tmp: Path) -> Path:
+    model = copy_model(untrained, tmp)
+    torch.save(DesignerNet(torchvision.models.densenet121()).state_dict(), model / "model")
+    return model
+
+
+def model_with_pickled_object(untrained: Path, tmp: Path) -> Path:
+    model = copy_model(untrained, tmp)
+    torch.save({"model.conv1.weight": Evil()}, model / "model")
+    return model
+
+
+def model_with_truncated_weights(untrained: Path, tmp: Path) -> Path:
+    model = copy_model(untrained, tmp)
+    data = (model / "model").read_bytes()
+    (model / "model").write_bytes(data[: len(data) // 3])
+    return model
+
+
+def model_missing(untrained: Path, tmp: Path) -> Path:
+    return tmp / "no_such_model"
+
+
+def flat_folder(tmp: Path, train: Path) -> Path:
+    folder = tmp / "flat"
+    folder.mkdir()
+    for image in sorted(train.rglob("*.png"))[:6]:
+        shutil.copy(image, folder / image.name)
+    return folder
+
+
+def single_class(tmp: Path, train: Path) -> Path:
+    return write_digits_subset(tmp / "single", classes=(3,), per_class=10)
+
+
+def empty_folder(tmp: Path, train: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+def no_images(tmp: Path, train: Path) -> Path:
+    folder = tmp / "text"
+    (folder / "cat").mkdir(parents=True)
+    (folder / "cat" / "notes.txt").write_text("not an image")
+    return folder
+
+
+def all_corrupt(tmp: Path, train: Path) -> Path:
+    folder = tmp / "corrupt"
+    for label in ("0", "1", "7"):
+        (folder / label).mkdir(parents=True)
+        for index in range(4):
+            (folder / label / f"{index}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * index)
+    return folder
+
+
+def coco_detection(tmp: Path, train: Path) -> Path:
+    folder = tmp / "coco"
+    folder.mkdir()
+    shutil.copy(next(train.rglob("*.png")), folder / "1.png")
+    coco = {
+        "images": [{"id": 1, "file_name": "1.png", "width": 8, "height": 8}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4]}],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (folder / "annotations.json").write_text(json.dumps(coco))
+    return folder
+
+
+def zip_slip(tmp: Path, train: Path) -> Path:
+    folder = tmp / "zipslip"
+    folder.mkdir()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for image in sorted(train.rglob("*.png"))[:4]:
+            bundle.write(image, f"data/{image.parent.name}/{image.name}")
+        bundle.writestr("../../escaped.png", b"x")
+    (folder / "data.zip").write_bytes(buffer.getvalue())
+    return folder
+
+
+def tar_with_link(tmp: Path, train: Path) -> Path:
+    folder = tmp / "tarlink"
+    folder.mkdir()
+    with tarfile.open(folder / "data.tar.gz", "w:gz") as bundle:
+        for image in sorted(train.rglob("*.png"))[:4]:
+            bundle.add(image, f"{image.parent.name}/{image.name}")
+        link = tarfile.TarInfo("0/passwd.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        bundle.addfile(link)
+    return folder
+
+
+def valid_with_unknown_class(tmp: Path, train: Path) -> Path:
+    return write_digits_subset(tmp / "unknown", classes=(0, 5), per_class=4, offset=50)
+
+
+MODEL_CASES = [
+    (model_missing, "does not exist"),
+    (model_without_spec, "model spec"),
+    (model_naming_os_system, "not an allowed network"),
+    (model_with_densenet_weights, "do not fit a resnet18"),
+    (model_with_pickled_object, "cannot be loaded as a tensor state dict"),
+    (model_with_truncated_weights, "cannot be loaded as a tensor state dict"),
+]
+
+TRAINING_CASES = [
+    (flat_folder, "NotLabeledDatasetError", 5, "not sorted into class folders"),
+    (single_class, "InvalidDatasetError", 6, "at least two"),
+    (empty_folder, "InvalidDatasetError", 6, "is empty"),
+    (no_images, "InvalidDatasetError", 6, "no image files"),
+    (all_corrupt, "InvalidDatasetError", 6, "could be decoded"),
+    (coco_detection, "InvalidDatasetError", 6, "COCO"),
+    (zip_slip, "InvalidDatasetError", 6, "outside the extraction folder"),
+    (tar_with_link, "InvalidDatasetError", 6, "link"),
+]
+
+
+def run_main(capsys, model: Path, train: Path, valid: Path, output: Path, *extra: str) -> tuple[int, str]:
+    code = main(
+        [
+            "--untrained-model", str(model),
+            "--training-dataset", str(train),
+            "--validation-dataset", str(valid),
+            "--trained-model", str(output),
+            "--epochs", "1", "--batch-size", "4",
+            *extra,
+        ]
+    )  # fmt: skip
+    return code, capsys.readouterr().err
+
+
+def check_clean_failure(err: str, output: Path, inputs: dict[Path, dict[str, str]]) -> None:
+    assert "Traceback" not in err
+    assert not (output / "_meta.yaml").exists(), "a failed job must not leave a valid-looking output"
+    for root, before in inputs.items():
+        if root.exists():
+            assert tree_digest(root) == before, f"{root} was modified"
+    assert not Path("/tmp/train_pytorch_model_pwned").exists(), "code inside an input was executed"
+
+
+@pytest.fixture(autouse=True)
+def _local_mlflow(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize(("make_model", "phrase"), MODEL_CASES, ids=[c[0].__name__ for c in MODEL_CASES])
+def test_bad_untrained_model(tmp_path, capsys, digits, untrained_resnet18, make_model, phrase):
+    train, valid = digits
+    model = make_model(untrained_resnet18, tmp_path)
+    inputs = {root: tree_digest(root) for root in (model, train, valid) if root.exists()}
+    code, err = run_main(capsys, model, train, valid, tmp_path / "out")
+    assert code == 4, err
+    assert err.startswith("InvalidModelDirectoryError") and phrase in err, err
+    check_clean_failure(err, tmp_path / "out", inputs)
+
+
+@pytest.mark.parametrize(
+    ("make_data", "name", "code", "phrase"), TRAINING_CASES, ids=[c[0].__name__ for c in TRAINING_CASES]
+)
+def test_bad_training_dataset(tmp_path, capsys, digits, untrained_resnet18, make_data, name, code, phrase):
+    train, valid = digits
+    bad = make_data(tmp_path, train)
+    inputs = {root: tree_digest(root) for root in (bad, train, valid, untrained_resnet18)}
+    exit_code, err = run_main(capsys, untrained_resnet18, bad, valid, tmp_path / "out")
+    assert exit_code == code, err
+    assert err.startswith(name) and "Training dataset" in err and phrase in err, err
+    check_clean_failure(err, tmp_path / "out", inputs)
+    assert not (tmp_path.parent / "escaped.png").exists()
+
+
+def test_validation_class_missing_from_training(tmp_path, capsys, digits, untrained_resnet18):
+    train, _ = digits
+    valid = valid_with_unknown_class(tmp_path, train)
+    inputs = {root: tree_digest(root) for root in (train, valid)}
+    code, err = run_main(capsys, untrained_resnet18, train, valid, tmp_path / "out")
+    assert code == 6 and err.startswith("InvalidDatasetError") and "Validation dataset" in err and "'5'" in err
+    check_clean_failure(err, tmp_path / "out", inputs)
+
+
+def test_some_bad_images_are_skipped_and_named(tmp_path, capsys, untrained_resnet18):
+    train = write_digits_subset(tmp_path / "train", classes=(0, 1), per_class=20)
+    (train / "0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00garbage")
+    (train / "1" / "empty.jpg").write_bytes(b"")
+    valid = write_digits_subset(tmp_path / "valid", classes=(0, 1), per_class=6, offset=30)
+    inputs = {root: tree_digest(root) for root in (train, valid)}
+    code, err = run_main(capsys, untrained_resnet18, train, valid, tmp_path / "out")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert summary["last_epoch"] == 1
+    client = MlflowClient(summary["mlflow_tracking_uri"])
+    local = client.download_artifacts(summary["mlflow_run_id"], "dataset_summary.json", str(tmp_path))
+    skipped = {item["file"]: item["reason"] for item in json.loads(Path(local).read_text())["training"]["skipped"]}
+    assert set(skipped) == {"0/broken.png", "1/empty.jpg"}
+    assert all(reason for reason in skipped.values())
+    for root, before in inputs.items():
+        assert tree_digest(root) == before
+
+
+def test_diverging_loss_stops_with_a_clear_error(tmp_path, capsys, digits, untrained_resnet18):
+    train, valid = digits
+    code, err = run_main(capsys, untrained_resnet18, train, valid, tmp_path / "out", "--learning-rate", "1e30")
+    assert code == 7, err
+    assert err.startswith("TrainingDivergedError") and "Lower the learning rate" in err
+    assert "Traceback" not in err
