@@ -269,3 +269,42 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path, capsys, digits, untra
     assert code == 7, err
     assert err.startswith("TrainingDivergedError") and "Lower the learning rate" in err
     assert "Traceback" not in err
+
+
+def test_loss_turning_nan_keeps_the_best_model_so_far(tmp_path, capsys, digits, untrained_resnet18, monkeypatch):
+    """Fault injection: the second epoch's loss comes back NaN."""
+    from train_pytorch_model import trainer
+
+    real = trainer.train_one_epoch
+    calls = []
+
+    def second_epoch_diverges(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        calls.append(stats)
+        if len(calls) == 2:
+            stats.loss = float("nan")
+        return stats
+
+    monkeypatch.setattr(trainer, "train_one_epoch", second_epoch_diverges)
+    train, valid = digits
+    code, err = run_main(capsys, untrained_resnet18, train, valid, tmp_path / "out", "--epochs", "3")
+    assert code == 7, err
+    assert "NaN or infinite at epoch 2" in err and "model of epoch 1" in err
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert summary["best_epoch"] == 1 and "diverged" in summary["stop_reason"]
+    assert (tmp_path / "out" / "_meta.yaml").is_file()
+
+
+def test_out_of_memory_suggests_a_smaller_batch(tmp_path, capsys, digits, untrained_resnet18, monkeypatch):
+    """Fault injection: the device runs out of memory in the first step."""
+    from train_pytorch_model import trainer
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "train_one_epoch", out_of_memory)
+    train, valid = digits
+    code, err = run_main(capsys, untrained_resnet18, train, valid, tmp_path / "out")
+    assert code == 8, err
+    assert err.startswith("ModuleOutOfMemoryError") and "Lower batch_size" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "_meta.yaml").exists()
