@@ -85,6 +85,8 @@ def test_component_writes_a_model_directory(component_run):
     assert not (output / ".checkpoint").exists()
     assert "validation accuracy" in result.stdout
     assert "Traceback" not in result.stderr
+    # MLflow's artifacts go beside the local store, never into the code folder the command runs in.
+    assert not (REPO_ROOT / "src" / "mlruns").exists()
 
 
 def test_mlflow_run_has_one_point_per_epoch(component_run):
@@ -105,6 +107,10 @@ def test_mlflow_run_has_one_point_per_epoch(component_run):
     assert params["epochs"] == "4" and params["batch_size"] == "16" and params["learning_rate"] == "0.01"
     assert run_info.data.metrics["best_epoch"] == summary["best_epoch"]
     assert run_info.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(run_info.info.run_id)}
+    assert {"dataset_summary.json", "trained_model"} <= artifacts
+    logged_model = {a.path for a in client.list_artifacts(run_info.info.run_id, "trained_model")}
+    assert {"trained_model/MLmodel", "trained_model/model", "trained_model/_meta.yaml"} <= logged_model
     # The summary and MLflow agree on the losses.
     logged = {m.step: m.value for m in client.get_metric_history(run_info.info.run_id, "valid_loss")}
     for row in summary["history"]:

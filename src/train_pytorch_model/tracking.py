@@ -44,7 +44,9 @@ class Tracker:
             run = mlflow.start_run(run_id=run_id)
             self._owns_run = True
         else:
-            mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT)
+            name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+            _ensure_local_experiment(self.tracking_uri, name)
+            mlflow.set_experiment(name)
             run = mlflow.start_run(run_name=run_name)
             self._owns_run = True
         self.run_id = run.info.run_id
@@ -83,6 +85,15 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         if self.enabled and self._owns_run and mlflow.active_run() is not None:
             mlflow.end_run(status=status)
+
+
+def _ensure_local_experiment(tracking_uri: str, name: str) -> None:
+    """With a local sqlite store, keep artifacts beside the database: MLflow's default ('./mlruns' in the
+    working directory) would put them into the code folder the component runs in."""
+    if not tracking_uri.startswith("sqlite:///") or mlflow.get_experiment_by_name(name) is not None:
+        return
+    database = Path(tracking_uri[len("sqlite:///") :])
+    mlflow.create_experiment(name, artifact_location=(database.parent / "mlartifacts").resolve().as_uri())
 
 
 def _param(value: Any) -> str:
