@@ -1038,3 +1038,29 @@ def test_batch_indices_same_seed_same_order():
     first = [b.tolist() for b in batch_indices(50, 8, shuffle=True, generator=generator, drop_single=False)]
     second = [b.tolist() for b in batch_indices(50, 8, shuffle=True, generator=generator, drop_single=False)]
     assert first != second  # a new order every epoch from the same generator
+
+
+def test_archive_larger_than_the_free_disk_is_refused_before_extraction(tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    source = tmp_path / "src"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "big.bin").write_bytes(b"\0" * 100_000)
+    bundle = tmp_path / "data.zip"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(source / "a" / "big.bin", "a/big.bin")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(archives.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    destination = tmp_path / "out"
+    with pytest.raises(InvalidDatasetError, match="only 0.0 GB of disk"):
+        archives.extract_archive(bundle, destination, "Training dataset")
+    assert not destination.exists() or not any(destination.rglob("*.bin"))
+
+
+def test_twelve_bit_image_keeps_its_contrast():
+    array = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 64).clip(0, 4095)
+    image = Image.fromarray(array.astype(np.uint16))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.max() >= 250 and decoded.min() == 0

@@ -77,8 +77,21 @@ def extract_archive(archive: Path, destination: Path, subject: str) -> Path:
     return destination
 
 
+def _check_space(archive: Path, destination: Path, total: int, subject: str) -> None:
+    """Refuse before writing anything when the archive unpacks to more than the disk holds (a zip bomb)."""
+    free = shutil.disk_usage(destination).free
+    if total > free * 0.9:
+        raise InvalidDatasetError(
+            f"the archive '{archive.name}' unpacks to {total / 1e9:.1f} GB but only {free / 1e9:.1f} GB of disk "
+            "are free.",
+            "Use a compute with a larger disk, or give the images as a folder instead of an archive.",
+            subject=subject,
+        )
+
+
 def _extract_zip(archive: Path, destination: Path, subject: str) -> None:
     with zipfile.ZipFile(archive) as bundle:
+        _check_space(archive, destination, sum(info.file_size for info in bundle.infolist()), subject)
         for info in bundle.infolist():
             target = _safe_member_path(info.filename, archive, subject)
             if target is None:
@@ -101,7 +114,9 @@ def _extract_zip(archive: Path, destination: Path, subject: str) -> None:
 
 def _extract_tar(archive: Path, destination: Path, subject: str) -> None:
     with tarfile.open(archive) as bundle:
-        for member in bundle:
+        members = bundle.getmembers()
+        _check_space(archive, destination, sum(m.size for m in members if m.isfile()), subject)
+        for member in members:
             target = _safe_member_path(member.name, archive, subject)
             if target is None:
                 continue

@@ -55,7 +55,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # convert("RGB") clips 16-bit values at 255; scale the real range down instead.
         array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        # The bit depth is not recorded: 12-bit scans (medical, microscopy) sit in 16-bit containers.
+        peak = float(array.max()) if array.size else 0.0
+        top = 255.0 if peak <= 255 else 4095.0 if peak <= 4095 else 65535.0 if peak <= 65535 else peak
         gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode == "F":
