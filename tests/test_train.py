@@ -3,6 +3,7 @@ with a real MLflow store read back afterwards."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -292,3 +293,68 @@ def test_unlabeled_and_mismatched_datasets_fail_clearly(tmp_path, digits, untrai
         )
         assert result.returncode == code, (name, result.stderr)
         assert name in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_leaves_a_report(component_run):
+    """Learning curves, confusion matrix and per-class metrics, in the output and in MLflow, agreeing with
+    the logged metrics."""
+    from PIL import Image
+
+    output, env, result, valid = component_run
+    for name in ("learning_curves.png", "confusion_matrix.png"):
+        with Image.open(output / name) as image:
+            assert image.format == "PNG" and image.width >= 400 and image.height >= 300, name
+    matrix = [row for row in csv.reader((output / "confusion_matrix.csv").open())]
+    assert matrix[0][1:] == ["0", "1", "7"] and [row[0] for row in matrix[1:]] == ["0", "1", "7"]
+    counts = [[int(v) for v in row[1:]] for row in matrix[1:]]
+    assert sum(map(sum, counts)) == len(list(valid.rglob("*.png")))
+    summary = json.loads((output / "training_summary.json").read_text())
+    per_class = json.loads((output / "per_class_metrics.json").read_text())
+    diagonal = sum(counts[i][i] for i in range(3))
+    assert per_class["accuracy"] == pytest.approx(diagonal / sum(map(sum, counts)))
+    assert per_class["accuracy"] == pytest.approx(summary["best_valid_accuracy"])
+    assert set(per_class["classes"]) == {"0", "1", "7"}
+    for values in per_class["classes"].values():
+        assert 0.0 <= values["precision"] <= 1.0 and 0.0 <= values["f1"] <= 1.0
+    for key in ("best_epoch", "stopped_early", "seconds", "images_per_second", "device", "hyperparameters", "versions"):
+        assert key in summary, key
+    client, runs = runs_of(env)
+    run_id = runs[0].info.run_id
+    assert runs[0].data.metrics["best_valid_accuracy"] == pytest.approx(summary["best_valid_accuracy"])
+    logged = {m.step: m.value for m in client.get_metric_history(run_id, "valid_accuracy")}
+    assert logged[summary["best_epoch"]] == pytest.approx(summary["best_valid_accuracy"])
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {
+        "learning_curves.png",
+        "confusion_matrix.png",
+        "per_class_metrics.json",
+        "training_summary.json",
+    } <= artifacts
+    # The dataset summary was printed before training.
+    assert "images per class" in result.stdout.lower() or "training" in result.stdout
+    assert "  class" in result.stdout and "modes:" in result.stdout
+
+
+def test_progress_lines_when_not_a_terminal(capsys, monkeypatch):
+    from train_pytorch_model import progress
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL_SECONDS", 0.0)
+    show = progress.EpochProgress(epoch=2, epochs=5, steps=4, batch_size=8, tty=False)
+    for step in range(1, 5):
+        show(step, torch.tensor(step * 8 * 0.5, dtype=torch.float64), torch.tensor(step * 6), step * 8)
+    show.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3  # the last step is reported by the epoch line instead
+    assert lines[0].startswith("  epoch 2/5 batch 1/4 (25%)") and "loss 0.5000" in lines[0]
+    assert "accuracy 0.750" in lines[0] and "img/s" in lines[0] and "s left" in lines[0]
+
+
+def test_progress_bar_in_a_terminal(capsys):
+    from train_pytorch_model import progress
+
+    show = progress.EpochProgress(epoch=1, epochs=1, steps=3, batch_size=4, tty=True)
+    for step in range(1, 4):
+        show(step, torch.tensor(1.0 * step * 4), torch.tensor(step * 4), step * 4)
+    show.close()
+    out = capsys.readouterr().out
+    assert "epoch 1/1" in out and "loss=1.0000" in out and "acc=1.000" in out

@@ -12,6 +12,7 @@ import os
 import random
 import statistics
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import torch
 
 from .errors import InvalidDatasetError
 from .image_directory import ImageRecord
-from .images import BadImageError, decode_image, read_size
+from .images import BadImageError, decode_image, read_header
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +51,42 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
-def choose_image_size(
-    records: Sequence[ImageRecord], min_size: int, max_size: int = DEFAULT_MAX_SIZE, seed: int = 0
-) -> tuple[int, int]:
-    """One (height, width) for all images: the median training size, scaled down to fit max_size and up to
-    reach min_size, aspect ratio kept. Small images are not blown up further than the network needs."""
+@dataclass
+class ImageSurvey:
+    """Sizes and modes read from the headers of (a sample of) the images: cheap, nothing is decoded."""
+
+    sizes: Counter = field(default_factory=Counter)  # (width, height) -> images
+    modes: Counter = field(default_factory=Counter)
+    sampled: int = 0
+
+
+def survey_images(records: Sequence[ImageRecord], seed: int = 0) -> ImageSurvey:
     sample = list(records)
     if len(sample) > SIZE_SAMPLE:
         sample = random.Random(seed).sample(sample, SIZE_SAMPLE)
-    heights, widths = [], []
+    survey = ImageSurvey(sampled=len(sample))
     for record in sample:
         try:
-            width, height = read_size(record.path)
+            width, height, mode = read_header(record.path)
         except (BadImageError, OSError):
             continue
-        heights.append(height)
-        widths.append(width)
+        survey.sizes[(width, height)] += 1
+        survey.modes[mode] += 1
+    return survey
+
+
+def choose_image_size(
+    records: Sequence[ImageRecord],
+    min_size: int,
+    max_size: int = DEFAULT_MAX_SIZE,
+    seed: int = 0,
+    survey: ImageSurvey | None = None,
+) -> tuple[int, int]:
+    """One (height, width) for all images: the median training size, scaled down to fit max_size and up to
+    reach min_size, aspect ratio kept. Small images are not blown up further than the network needs."""
+    survey = survey if survey is not None else survey_images(records, seed)
+    widths = [w for (w, _), count in survey.sizes.items() for _ in range(count)]
+    heights = [h for (_, h), count in survey.sizes.items() for _ in range(count)]
     if not heights:
         return (min_size, min_size)
     height, width = float(statistics.median(heights)), float(statistics.median(widths))

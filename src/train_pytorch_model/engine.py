@@ -60,7 +60,7 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     precision: Precision,
     device: torch.device,
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None,
 ) -> TrainStats:
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -83,7 +83,7 @@ def train_one_epoch(
         correct += (logits.detach().argmax(1) == targets).sum()
         seen += count
         if on_step is not None:
-            on_step(step)
+            on_step(step, loss_sum, correct, seen)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -38,16 +38,23 @@ def _open(source: Path | bytes) -> Image.Image:
     return image
 
 
-def read_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header alone, honouring EXIF rotation."""
+def read_header(path: Path) -> tuple[int, int, str]:
+    """(width, height, PIL mode) from the header alone, honouring EXIF rotation."""
     image = _open(path)
     with image:
         width, height = image.size
+        mode = image.mode
         try:
             orientation = image.getexif().get(0x0112, 1)
         except Exception:  # noqa: BLE001 - a broken EXIF block must not hide a readable image
             orientation = 1
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return (height, width, mode) if orientation in (5, 6, 7, 8) else (width, height, mode)
+
+
+def read_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the header alone, honouring EXIF rotation."""
+    width, height, _ = read_header(path)
+    return width, height
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -78,6 +78,10 @@ class Tracker:
         if self.enabled:
             mlflow.log_dict(data, name)
 
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.enabled and path.is_file():
+            mlflow.log_artifact(str(path), artifact_path)
+
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         if self.enabled:
             mlflow.log_artifacts(str(folder), artifact_path)

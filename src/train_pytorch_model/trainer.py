@@ -15,6 +15,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from .data import (
     choose_image_size,
     decode_dataset,
     default_workers,
+    survey_images,
 )
 from .designer_files import publish
 from .engine import EarlyStopping, Precision, evaluate, train_one_epoch
@@ -63,6 +65,8 @@ from .models import (
     replace_classifier,
     strip_parallel_prefixes,
 )
+from .progress import EpochProgress
+from .reporting import REPORT_FILES, format_dataset_summary, write_report
 from .scoring import PREPROCESSING_FILE, Preprocessing
 from .tracking import Tracker
 from .train import Settings
@@ -188,11 +192,15 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
         )
 
     model, load_info = build_model(spec, len(classes))
+    train_survey = survey_images(train_set.records, settings.random_seed)
+    valid_survey = survey_images(valid_set.records, settings.random_seed)
     min_size = spec.family.min_size
     if settings.image_size is not None:
         size = (max(settings.image_size, min_size),) * 2
     else:
-        size = choose_image_size(train_set.records, min_size, settings.max_image_size, settings.random_seed)
+        size = choose_image_size(
+            train_set.records, min_size, settings.max_image_size, settings.random_seed, survey=train_survey
+        )
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if spec.pretrained else (DESIGNER_MEAN, DESIGNER_STD)
     workers = settings.num_workers or default_workers()
     log.info(
@@ -284,6 +292,10 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
     elif saved is not None:
         log.warning("Ignoring the checkpoint in %s: it belongs to other data or parameters.", checkpoint_dir)
 
+    dataset_summary = _dataset_summary(
+        (train_set, train_data, train_survey), (valid_set, valid_data, valid_survey), classes
+    )
+    print(format_dataset_summary(dataset_summary), flush=True)
     tracker = Tracker()
     tracker.start(run_name="train_pytorch_model", resume_run_id=mlflow_run_id)
     status = "FAILED"
@@ -312,10 +324,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                     "world_size": 1,
                 }
             )
-            tracker.log_dict(
-                _dataset_summary(train_set, valid_set, train_data, valid_data, classes),
-                "dataset_summary.json",
-            )
+            tracker.log_dict(dataset_summary, "dataset_summary.json")
         first_step_at: list[float] = []
         stop_reason = "completed all epochs"
         epoch = start_epoch - 1
@@ -327,15 +336,16 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                     len(train_data), settings.batch_size, shuffle=True, generator=generator, drop_single=single
                 )
             )
+            progress = EpochProgress(epoch, settings.epochs, steps_per_epoch, settings.batch_size)
+
+            def on_step(step, loss_sum, correct, seen, progress=progress):
+                if not first_step_at:
+                    first_step_at.append(time.perf_counter())
+                progress(step, loss_sum, correct, seen)
+
             try:
                 train_stats = train_one_epoch(
-                    model,
-                    train_batches,
-                    optimizer,
-                    scheduler,
-                    precision,
-                    device,
-                    on_step=(lambda step: first_step_at.append(time.perf_counter())) if not first_step_at else None,
+                    model, train_batches, optimizer, scheduler, precision, device, on_step=on_step
                 )
                 valid_stats = evaluate(
                     model,
@@ -345,6 +355,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                     len(classes),
                 )
             except ValueError as exc:
+                progress.close()
                 if "Expected more than 1 value per channel" not in str(exc):
                     raise
                 raise InvalidParameterError(
@@ -354,11 +365,13 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                     subject="Parameter batch_size",
                 ) from exc
             except torch.OutOfMemoryError as exc:
+                progress.close()
                 raise ModuleOutOfMemoryError(
                     f"the {device.type.upper()} ran out of memory at batch size {settings.batch_size} ({exc}).",
                     "Lower batch_size (halve it), or lower image_size, or use a compute with more memory.",
                     subject="Training",
                 ) from exc
+            progress.close()
             metrics = {
                 "train_loss": train_stats.loss,
                 "train_accuracy": train_stats.accuracy,
@@ -469,8 +482,20 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
             },
             step=0,
         )
-        write_output(settings.trained_model, model, spec, classes, size, mean, std, train_set, summary)
+        summary["images_per_second"] = _mean([row["train_images_per_second"] for row in history])
+
+        def report(folder: Path) -> None:
+            summary["per_class"] = write_report(
+                folder, history, stopper.best_epoch, final.targets.numpy(), final.predictions.numpy(), classes
+            )
+            (folder / "dataset_summary.json").write_text(
+                json.dumps(dataset_summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+
+        write_output(settings.trained_model, model, spec, classes, size, mean, std, train_set, summary, report)
         tracker.log_artifacts(settings.trained_model, "trained_model")
+        for name in (*REPORT_FILES, SUMMARY_FILE):
+            tracker.log_artifact(settings.trained_model / name)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         status = "FINISHED"
         return summary
@@ -519,6 +544,7 @@ def write_output(
     std,
     train_set: LabeledImages,
     summary: dict,
+    report: Callable[[Path], None] | None = None,
 ) -> None:
     """Write the ModelDirectory aside, then move it into place with '_meta.yaml' last."""
     staging = destination / ".staging"
@@ -539,13 +565,17 @@ def write_output(
         shutil.copyfile(train_set.samples_file, staging / "_samples.json")
     preprocessing = Preprocessing(image_size=tuple(size), mean=tuple(mean), std=tuple(std), classes=classes)
     preprocessing.save(staging / PREPROCESSING_FILE)
+    if report is not None:
+        report(staging)
     (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     save_mlflow_model(copy.deepcopy(model), preprocessing, staging)
     publish(staging, destination, keep=(CHECKPOINT_DIR,))
 
 
-def _dataset_summary(train_set, valid_set, train_data, valid_data, classes) -> dict:
-    def part(listing: LabeledImages, decoded: DecodedImages) -> dict:
+def _dataset_summary(train: tuple, valid: tuple, classes: list[str]) -> dict:
+    """Images per class, sizes and modes seen, and every skipped file with its reason."""
+
+    def part(listing: LabeledImages, decoded: DecodedImages, survey) -> dict:
         counts = dict.fromkeys(classes, 0)
         for label in decoded.labels.tolist():
             counts[classes[label]] += 1
@@ -554,11 +584,14 @@ def _dataset_summary(train_set, valid_set, train_data, valid_data, classes) -> d
             "layout": listing.layout,
             "images": len(decoded),
             "images_per_class": counts,
+            "sizes": {f"{w}x{h}": n for (w, h), n in survey.sizes.most_common(20)},
+            "modes": dict(survey.modes.most_common()),
+            "headers_sampled": survey.sampled,
             "skipped": [{"file": f, "reason": r} for f, r in listing.skipped + decoded.skipped],
         }
 
-    return {
-        "classes": classes,
-        "training": part(train_set, train_data),
-        "validation": part(valid_set, valid_data),
-    }
+    return {"classes": classes, "training": part(*train), "validation": part(*valid)}
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
