@@ -46,8 +46,11 @@ def digits(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def untrained_resnet18(tmp_path_factory) -> Path:
+    import torch
+
     from train_pytorch_model.init_model import write_untrained_model
 
+    torch.manual_seed(0)  # the same starting weights in every test session
     folder = tmp_path_factory.mktemp("untrained") / "resnet18"
     write_untrained_model(folder, "resnet18", pretrained=False, flag=False)
     return folder

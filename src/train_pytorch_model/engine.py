@@ -61,7 +61,9 @@ def train_one_epoch(
     precision: Precision,
     device: torch.device,
     on_step: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainStats:
+    """One pass over the batches. reduce sums the epoch's totals over processes (distributed training)."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -87,10 +89,14 @@ def train_one_epoch(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)])
+    if reduce is not None:
+        totals = reduce(totals)
+    loss_total, correct_total, seen_total = totals.tolist()
     return TrainStats(
-        loss=loss_sum.item() / max(seen, 1),
-        accuracy=correct.item() / max(seen, 1),
-        images=seen,
+        loss=loss_total / max(seen_total, 1),
+        accuracy=correct_total / max(seen_total, 1),
+        images=int(seen_total),
         seconds=seconds,
     )
 
@@ -103,6 +109,7 @@ def evaluate(
     device: torch.device,
     num_classes: int,
     keep_predictions: bool = False,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EvalStats:
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -129,11 +136,17 @@ def evaluate(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    totals = torch.stack(
+        [loss_sum, correct1.double(), correct5.double(), torch.tensor(float(seen), dtype=torch.float64, device=device)]
+    )
+    if reduce is not None:
+        totals = reduce(totals)
+    loss_total, correct1_total, correct5_total, seen_total = totals.tolist()
     return EvalStats(
-        loss=loss_sum.item() / max(seen, 1),
-        accuracy=correct1.item() / max(seen, 1),
-        top5_accuracy=correct5.item() / max(seen, 1),
-        images=seen,
+        loss=loss_total / max(seen_total, 1),
+        accuracy=correct1_total / max(seen_total, 1),
+        top5_accuracy=correct5_total / max(seen_total, 1),
+        images=int(seen_total),
         seconds=seconds,
         predictions=torch.cat(predictions).cpu() if predictions else None,
         targets=torch.cat(all_targets).cpu() if all_targets else None,

@@ -55,15 +55,27 @@ def load_labeled_images(path: str | Path, subject: str, scratch: Path | None = N
 
     scratch is where an archive is extracted (a fresh temporary folder when None); the input is never written.
     """
+    root = locate_dataset(path, subject, scratch)
+    if (root / "_meta.yaml").is_file():
+        return _load_image_directory(root, subject)
+    return _load_image_folder(root, subject)
+
+
+def locate_dataset(path: str | Path, subject: str, scratch: Path | None = None) -> Path:
+    """The folder that holds the dataset: path itself, or, when path is (or only holds) one archive, the dataset
+    folder inside its extraction. Shared by every reader so that they all accept the same inputs.
+
+    scratch is where an archive is extracted (a fresh temporary folder when None); the input is never written.
+    """
     root = Path(path)
     if not root.exists():
         raise InvalidDatasetError(f"the folder '{root}' does not exist.", CONVERT_HINT, subject=subject)
     if root.is_file():
         if is_archive(root):
-            return _load_archive(root, subject, scratch)
+            return _extract(root, subject, scratch)
         raise InvalidDatasetError(f"'{root}' is a file, not a folder.", CONVERT_HINT, subject=subject)
     if (root / "_meta.yaml").is_file():
-        return _load_image_directory(root, subject)
+        return root
     entries = [entry for entry in root.iterdir() if entry.name not in JUNK_NAMES and not entry.name.startswith(".")]
     if not entries:
         raise InvalidDatasetError(f"the folder '{root}' is empty.", CONVERT_HINT, subject=subject)
@@ -78,16 +90,16 @@ def load_labeled_images(path: str | Path, subject: str, scratch: Path | None = N
                 "Keep exactly one archive in the folder, or extract them into one ImageFolder tree.",
                 subject=subject,
             )
-        return _load_archive(archives[0], subject, scratch)
-    return _load_image_folder(root, subject)
+        return _extract(archives[0], subject, scratch)
+    return root
 
 
-def _load_archive(archive: Path, subject: str, scratch: Path | None) -> LabeledImages:
+def _extract(archive: Path, subject: str, scratch: Path | None) -> Path:
     base = Path(tempfile.mkdtemp(prefix="dataset-", dir=scratch))
     extracted = extract_archive(archive, base / "extracted", subject)
     if not any(extracted.iterdir()):
         raise InvalidDatasetError(f"the archive '{archive.name}' is empty.", CONVERT_HINT, subject=subject)
-    return load_labeled_images(dataset_root(extracted), subject, scratch)
+    return locate_dataset(dataset_root(extracted), subject, scratch)
 
 
 def _load_image_folder(root: Path, subject: str) -> LabeledImages:
@@ -172,7 +184,36 @@ def _member(root: Path, relative: object, what: str, subject: str) -> Path:
     return path
 
 
-def _load_image_directory(root: Path, subject: str) -> LabeledImages:
+@dataclass
+class ImageList:
+    """An ImageDirectory as written on disk: its column attributes and its images.lst records, in order and
+    unchanged, so that readers other than training (scoring, conversion) keep every pass-through column."""
+
+    root: Path
+    columns: list[dict]
+    image_column: dict
+    records: list[dict]
+    list_file: Path
+    schema_file: Path
+    samples_file: Path | None = None
+
+    @property
+    def image_ref(self) -> str:
+        return str((self.image_column.get("properties") or {}).get("image_ref", "image_info"))
+
+    @property
+    def annotation_column(self) -> dict | None:
+        """The first column whose properties name an annotation type: the designer's label column."""
+        return next((c for c in self.columns if "annotation_type" in (c.get("properties") or {})), None)
+
+    def relative_path(self, record: dict) -> str:
+        """Where the record's image lies inside the folder ('base_file_name' overrides 'file_name')."""
+        info = record[self.image_ref]
+        return str(info.get("base_file_name") or info["file_name"])
+
+
+def read_image_list(root: Path, subject: str) -> ImageList:
+    """Read an ImageDirectory's meta, schema and image list (designer-formats.md section 2), decoding nothing."""
     meta = _read_meta(root, subject)
     schema_file = _member(root, meta.get("schema", "_schema.json"), "schema", subject)
     list_file = _member(root, meta.get("image_list", "images.lst"), "image_list", subject)
@@ -181,20 +222,49 @@ def _load_image_directory(root: Path, subject: str) -> LabeledImages:
     try:
         schema = json.loads(schema_file.read_text(encoding="utf-8"))
         columns = schema["columnAttributes"]
-        if not isinstance(columns, list):
-            raise TypeError("columnAttributes is not a list")
+        if not isinstance(columns, list) or not all(isinstance(c, dict) for c in columns):
+            raise TypeError("columnAttributes is not a list of column objects")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvalidDatasetError(
             f"the schema '{schema_file.name}' cannot be read ({exc}).", CONVERT_HINT, subject=subject
         ) from exc
-
     image_column = next((c for c in columns if _is_image_column(c)), None)
     if image_column is None:
         raise InvalidDatasetError(
             f"the schema '{schema_file.name}' has no image column.", CONVERT_HINT, subject=subject
         )
-    image_ref = (image_column.get("properties") or {}).get("image_ref", "image_info")
-    label_column = next((c for c in columns if "annotation_type" in (c.get("properties") or {})), None)
+    listing = ImageList(
+        root=root,
+        columns=columns,
+        image_column=image_column,
+        records=[],
+        list_file=list_file,
+        schema_file=schema_file,
+        samples_file=samples_file if samples_file and samples_file.is_file() else None,
+    )
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidDatasetError(f"'{list_file.name}' cannot be read ({exc}).", CONVERT_HINT, subject=subject) from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            listing.relative_path(record)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidDatasetError(
+                f"line {number} of '{list_file.name}' is not a valid record ({exc}).",
+                CONVERT_HINT,
+                subject=subject,
+            ) from exc
+        listing.records.append(record)
+    return listing
+
+
+def _load_image_directory(root: Path, subject: str) -> LabeledImages:
+    listing = read_image_list(root, subject)
+    label_column = listing.annotation_column
     if label_column is None:
         raise NotLabeledDatasetError(
             f'there is no label column in "{root}".',
@@ -216,9 +286,9 @@ def _load_image_directory(root: Path, subject: str) -> LabeledImages:
             id_to_name[category.get("id")] = str(category["name"])
     declared = [id_to_name[key] for key in sorted(id_to_name, key=lambda k: (not isinstance(k, int), k))]
 
-    records, skipped = _read_image_list(root, list_file, image_ref, label_column["name"], id_to_name, subject)
+    records, skipped = _labeled_records(listing, label_column["name"], id_to_name)
     if not records:
-        raise InvalidDatasetError(f"'{list_file.name}' lists no labelled image.", CONVERT_HINT, subject=subject)
+        raise InvalidDatasetError(f"'{listing.list_file.name}' lists no labelled image.", CONVERT_HINT, subject=subject)
     classes = list(dict.fromkeys(declared + sorted({r.label for r in records})))
     return LabeledImages(
         root=root,
@@ -226,8 +296,8 @@ def _load_image_directory(root: Path, subject: str) -> LabeledImages:
         records=records,
         classes=classes,
         skipped=skipped,
-        schema_file=schema_file,
-        samples_file=samples_file if samples_file and samples_file.is_file() else None,
+        schema_file=listing.schema_file,
+        samples_file=listing.samples_file,
     )
 
 
@@ -237,37 +307,22 @@ def _is_image_column(column: dict) -> bool:
     return (element == "bytes" or column.get("type") == "Bytes") and mime.startswith("image")
 
 
-def _read_image_list(
-    root: Path, list_file: Path, image_ref: str, label_key: str, id_to_name: dict, subject: str
+def _labeled_records(
+    listing: ImageList, label_key: str, id_to_name: dict
 ) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
     records: list[ImageRecord] = []
     skipped: list[tuple[str, str]] = []
-    try:
-        lines = list_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidDatasetError(f"'{list_file.name}' cannot be read ({exc}).", CONVERT_HINT, subject=subject) from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            info = record[image_ref]
-            relative = info.get("base_file_name") or info["file_name"]
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise InvalidDatasetError(
-                f"line {number} of '{list_file.name}' is not a valid record ({exc}).",
-                CONVERT_HINT,
-                subject=subject,
-            ) from exc
+    for record in listing.records:
+        relative = listing.relative_path(record)
         label = record.get(label_key)
         if isinstance(label, int) and not isinstance(label, bool) and label in id_to_name:
             label = id_to_name[label]
         if label is None or (isinstance(label, str) and not label.strip()) or isinstance(label, (list, dict)):
-            skipped.append((str(relative), "no label"))
+            skipped.append((relative, "no label"))
             continue
-        path = root / str(relative)
-        if not inside(root, path):
-            skipped.append((str(relative), "a path leading outside the input folder"))
+        path = listing.root / relative
+        if not inside(listing.root, path):
+            skipped.append((relative, "a path leading outside the input folder"))
             continue
         records.append(ImageRecord(path, str(label)))
     return records, skipped

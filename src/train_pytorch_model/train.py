@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         from .trainer import run
 
         summary = run(settings)
+        if summary.get("rank", 0) != 0:
+            return  # the first process reports for all
         print(
             f"Best epoch {summary['best_epoch']} of {summary['last_epoch']}: validation accuracy "
             f"{summary['best_valid_accuracy']:.4f}, loss {summary['best_valid_loss']:.4f}."

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import platform
 import random
 import shutil
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
 from . import __version__
 from .checkpoint import (
@@ -34,13 +35,13 @@ from .checkpoint import (
 from .data import (
     DecodedImages,
     Normalizer,
-    batch_indices,
     choose_image_size,
     decode_dataset,
     default_workers,
     survey_images,
 )
 from .designer_files import publish
+from .distributed import DistributedContext, init_distributed
 from .engine import EarlyStopping, Precision, evaluate, train_one_epoch
 from .errors import (
     ComponentError,
@@ -146,11 +147,10 @@ def _saved_head_size(state: dict, spec: ModelSpec) -> int | None:
     return None
 
 
-def pick_device() -> torch.device:
+def pick_device(context: DistributedContext) -> torch.device:
     if torch.cuda.is_available():
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
+        torch.cuda.set_device(context.local_rank)
+        return torch.device("cuda", context.local_rank)
     return torch.device("cpu")
 
 
@@ -166,6 +166,7 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.SGD:
 
 def run(settings: Settings) -> dict:
     started = time.perf_counter()
+    context = init_distributed()
     output = settings.trained_model
     output.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = output / CHECKPOINT_DIR
@@ -174,12 +175,13 @@ def run(settings: Settings) -> dict:
     spec = read_model_directory(settings.untrained_model)
     scratch = Path(tempfile.mkdtemp(prefix="train-pytorch-model-"))
     try:
-        return _train(settings, spec, generator, scratch, checkpoint_dir, started)
+        return _train(settings, spec, generator, scratch, checkpoint_dir, started, context)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        context.shutdown()
 
 
-def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
+def _train(settings, spec, generator, scratch, checkpoint_dir, started, context: DistributedContext) -> dict:
     train_set = load_labeled_images(settings.training_dataset, "Training dataset", scratch)
     valid_set = load_labeled_images(settings.validation_dataset, "Validation dataset", scratch)
     classes = check_classes(train_set, valid_set)
@@ -238,21 +240,31 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
             subject="Parameter batch_size",
         )
 
-    device = pick_device()
+    device = pick_device(context)
     channels_last = device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    network = model  # the plain module: what is checkpointed and saved
+    if context.enabled:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     precision = Precision(device)
     normalize = Normalizer(mean, std, device, channels_last)
-    optimizer = make_optimizer(model, settings.learning_rate)
+    world = context.world_size
+    learning_rate = settings.learning_rate * world  # see distributed.py for the rule
+    optimizer = make_optimizer(model, learning_rate)
+    sampler = DistributedSampler(
+        range(len(train_data)),
+        num_replicas=world,
+        rank=context.rank,
+        shuffle=True,
+        seed=settings.random_seed % 2**63,
+    )
     # A trailing batch of one is skipped (BatchNorm cannot train on it), unless every batch is of one.
     single = settings.batch_size > 1
-    steps_per_epoch = sum(
-        1 for _ in batch_indices(len(train_data), settings.batch_size, shuffle=False, drop_single=single)
-    )
+    steps_per_epoch = sum(1 for _ in _chunks(list(sampler), settings.batch_size, single))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
     stopper = EarlyStopping(settings.patience)
 
@@ -263,6 +275,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
         "random_seed": settings.random_seed,
         "patience": settings.patience,
         "image_size": list(size),
+        "world_size": world,
         "architecture": spec.architecture,
         "classes": classes,
         "train": [(str(r.path.relative_to(train_set.root)), r.label) for r in train_set.records],
@@ -276,7 +289,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
     mlflow_run_id = None
     saved = load_checkpoint(checkpoint_dir)
     if saved is not None and saved.get("fingerprint") == digest:
-        model.load_state_dict(saved["model"])
+        network.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         stopper.load_state_dict(saved["early_stopping"])
@@ -295,8 +308,9 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
     dataset_summary = _dataset_summary(
         (train_set, train_data, train_survey), (valid_set, valid_data, valid_survey), classes
     )
-    print(format_dataset_summary(dataset_summary), flush=True)
-    tracker = Tracker()
+    if context.is_main:
+        print(format_dataset_summary(dataset_summary), flush=True)
+    tracker = Tracker(enabled=context.is_main)
     tracker.start(run_name="train_pytorch_model", resume_run_id=mlflow_run_id)
     status = "FAILED"
     try:
@@ -320,8 +334,9 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                     "optimizer": f"SGD(momentum={MOMENTUM}, nesterov=True, weight_decay={WEIGHT_DECAY})",
                     "lr_schedule": "cosine, per step",
                     "device": str(device),
-                    "global_batch_size": settings.batch_size,
-                    "world_size": 1,
+                    "global_batch_size": settings.batch_size * world,
+                    "world_size": world,
+                    "effective_learning_rate": learning_rate,
                 }
             )
             tracker.log_dict(dataset_summary, "dataset_summary.json")
@@ -330,32 +345,47 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
         epoch = start_epoch - 1
         for epoch in range(start_epoch, settings.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
+            sampler.set_epoch(epoch)
             train_batches = (
                 (normalize(train_data.images[index]), train_data.labels[index])
-                for index in batch_indices(
-                    len(train_data), settings.batch_size, shuffle=True, generator=generator, drop_single=single
-                )
+                for index in _chunks(list(sampler), settings.batch_size, single)
             )
-            progress = EpochProgress(epoch, settings.epochs, steps_per_epoch, settings.batch_size)
+            progress = (
+                EpochProgress(
+                    epoch, settings.epochs, steps_per_epoch, settings.batch_size, tty=None if context.is_main else False
+                )
+                if context.is_main
+                else None
+            )
 
             def on_step(step, loss_sum, correct, seen, progress=progress):
                 if not first_step_at:
                     first_step_at.append(time.perf_counter())
-                progress(step, loss_sum, correct, seen)
+                if progress is not None:
+                    progress(step, loss_sum, correct, seen)
 
             try:
                 train_stats = train_one_epoch(
-                    model, train_batches, optimizer, scheduler, precision, device, on_step=on_step
-                )
-                valid_stats = evaluate(
                     model,
-                    _eval_batches(valid_data, settings.batch_size * 2, normalize),
+                    train_batches,
+                    optimizer,
+                    scheduler,
+                    precision,
+                    device,
+                    on_step=on_step,
+                    reduce=context.all_reduce_sum,
+                )
+                context.broadcast_buffers(network)
+                valid_stats = evaluate(
+                    network,
+                    _eval_batches(valid_data, settings.batch_size * 2, normalize, context),
                     precision,
                     device,
                     len(classes),
+                    reduce=context.all_reduce_sum,
                 )
             except ValueError as exc:
-                progress.close()
+                _close(progress)
                 if "Expected more than 1 value per channel" not in str(exc):
                     raise
                 raise InvalidParameterError(
@@ -365,13 +395,13 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                     subject="Parameter batch_size",
                 ) from exc
             except torch.OutOfMemoryError as exc:
-                progress.close()
+                _close(progress)
                 raise ModuleOutOfMemoryError(
                     f"the {device.type.upper()} ran out of memory at batch size {settings.batch_size} ({exc}).",
                     "Lower batch_size (halve it), or lower image_size, or use a compute with more memory.",
                     subject="Training",
                 ) from exc
-            progress.close()
+            _close(progress)
             metrics = {
                 "train_loss": train_stats.loss,
                 "train_accuracy": train_stats.accuracy,
@@ -383,7 +413,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                 "epoch_seconds": train_stats.seconds + valid_stats.seconds,
             }
             history.append({"epoch": epoch, **metrics})
-            log.info(
+            (log.info if context.is_main else log.debug)(
                 "Epoch %d/%d  train_loss %.4f  train_acc %.4f  valid_loss %.4f  valid_acc %.4f  top5 %.4f"
                 "  lr %.3g  %.0f img/s",
                 epoch,
@@ -398,15 +428,17 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
             )
             if not (np.isfinite(train_stats.loss) and np.isfinite(valid_stats.loss)):
                 tracker.log_metrics(metrics, step=epoch)
-                _diverged(settings, spec, classes, size, mean, std, best_state, stopper, train_set, history)
+                _diverged(settings, spec, classes, size, mean, std, best_state, stopper, train_set, history, context)
             if stopper.update(epoch, valid_stats.loss):
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            save_checkpoint(
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in network.state_dict().items()}
+            # Every rank took the same decision from the same all-reduced loss; only the first one writes.
+            _save_checkpoint_on_main(
+                context,
                 checkpoint_dir,
                 {
                     "fingerprint": digest,
                     "epoch": epoch,
-                    "model": model.state_dict(),
+                    "model": network.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "early_stopping": stopper.state_dict(),
@@ -427,16 +459,25 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                 break
 
         assert best_state is not None
-        model.load_state_dict(best_state)
+        last_epoch = history[-1]["epoch"] if history else 0
+        if not context.is_main:
+            context.barrier()  # the first rank writes the output; the others wait for it
+            status = "FINISHED"
+            return {
+                "best_epoch": stopper.best_epoch,
+                "last_epoch": last_epoch,
+                "history": history,
+                "rank": context.rank,
+            }
+        network.load_state_dict(best_state)
         final = evaluate(
-            model,
+            network,
             _eval_batches(valid_data, settings.batch_size * 2, normalize),
             precision,
             device,
             len(classes),
             keep_predictions=True,
         )
-        last_epoch = history[-1]["epoch"] if history else 0
         summary = {
             "best_epoch": stopper.best_epoch,
             "last_epoch": last_epoch,
@@ -453,8 +494,10 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
             "hyperparameters": {
                 "epochs": settings.epochs,
                 "batch_size": settings.batch_size,
-                "global_batch_size": settings.batch_size,
+                "global_batch_size": settings.batch_size * world,
+                "world_size": world,
                 "learning_rate": settings.learning_rate,
+                "effective_learning_rate": learning_rate,
                 "random_seed": settings.random_seed,
                 "patience": settings.patience,
                 "momentum": MOMENTUM,
@@ -492,12 +535,13 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
                 json.dumps(dataset_summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
             )
 
-        write_output(settings.trained_model, model, spec, classes, size, mean, std, train_set, summary, report)
+        write_output(settings.trained_model, network, spec, classes, size, mean, std, train_set, summary, report)
         tracker.log_artifacts(settings.trained_model, "trained_model")
         for name in (*REPORT_FILES, SUMMARY_FILE):
             tracker.log_artifact(settings.trained_model / name)
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         status = "FINISHED"
+        context.barrier()
         return summary
     except ComponentError as error:
         # The run page in the studio shows the same sentence as the job's error banner (stderr's tail).
@@ -507,16 +551,43 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started) -> dict:
         tracker.end(status)
 
 
-def _eval_batches(data: DecodedImages, batch_size: int, normalize: Normalizer):
-    for index in batch_indices(len(data), batch_size, shuffle=False, drop_single=False):
+def _eval_batches(
+    data: DecodedImages, batch_size: int, normalize: Normalizer, context: DistributedContext | None = None
+):
+    """Validation batches; with several processes each takes every world_size-th image (sums are reduced)."""
+    shard = torch.arange(len(data))
+    if context is not None and context.enabled:
+        shard = shard[context.rank :: context.world_size]
+    for start in range(0, len(shard), batch_size):
+        index = shard[start : start + batch_size]
         yield normalize(data.images[index]), data.labels[index]
 
 
-def _diverged(settings, spec, classes, size, mean, std, best_state, stopper, train_set, history) -> None:
+def _chunks(indices: list[int], batch_size: int, drop_single: bool):
+    """Consecutive batches of a rank's sampler indices. A trailing batch of one is dropped when drop_single:
+    every rank has as many indices (DistributedSampler pads), so all ranks drop it alike."""
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start : start + batch_size]
+        if drop_single and len(batch) < 2:
+            continue
+        yield torch.tensor(batch, dtype=torch.long)
+
+
+def _close(progress: EpochProgress | None) -> None:
+    if progress is not None:
+        progress.close()
+
+
+def _save_checkpoint_on_main(context: DistributedContext, folder: Path, state: dict) -> None:
+    if context.is_main:
+        save_checkpoint(folder, state)
+
+
+def _diverged(settings, spec, classes, size, mean, std, best_state, stopper, train_set, history, context) -> None:
     """Keep the best model so far, then stop with an error that says what to change."""
     epoch = history[-1]["epoch"]
     kept = ""
-    if best_state is not None:
+    if best_state is not None and context.is_main:
         model = DesignerNet(build_network(spec.architecture, num_classes=len(classes), flag=spec.flag))
         model.load_state_dict(best_state)
         summary = {

@@ -1,0 +1,143 @@
+"""The component's own command under torchrun with 2 processes (gloo on the CPU): a valid ModelDirectory, one
+MLflow run with one point per epoch, the metrics of a 1-process run at the same global batch, and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO_ROOT
+from train_pytorch_model.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
+from train_pytorch_model.command_line import load_component_spec, render_command
+from train_pytorch_model.model_directory import read_model_directory
+
+COMPONENT = REPO_ROOT / "component.yaml"
+EPOCHS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def component_command(untrained: Path, train: Path, valid: Path, output: Path, batch: int, rate: float) -> str:
+    inputs = {
+        "untrained_model": str(untrained),
+        "training_dataset": str(train),
+        "validation_dataset": str(valid),
+        "epochs": EPOCHS,
+        "batch_size": batch,
+        "learning_rate": rate,
+        "patience": 10,
+    }
+    return render_command(load_component_spec(COMPONENT), inputs, {"trained_model": str(output)})
+
+
+def launch(command: str, env: dict[str, str], processes: int) -> subprocess.Popen:
+    """Start the rendered command as Azure ML's PyTorch distribution does: torchrun semantics."""
+    assert command.startswith("python -m ")
+    if processes > 1:
+        launcher = (
+            f"{sys.executable} -m torch.distributed.run --nproc_per_node={processes} "
+            f"--master_addr=127.0.0.1 --master_port={free_port()}"
+        )
+        command = launcher + command[len("python") :]
+    else:
+        command = sys.executable + command[len("python") :]
+    return subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=REPO_ROOT / "src",
+        env={**os.environ, **env, "PYTHONPATH": str(REPO_ROOT / "src")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, digits, untrained_resnet18):
+    train, valid = digits
+    work = tmp_path_factory.mktemp("ddp")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "ddp"}
+    two = launch(component_command(untrained_resnet18, train, valid, work / "two", 8, 0.002), env, 2)
+    log_two = finish(two)
+    one = launch(component_command(untrained_resnet18, train, valid, work / "one", 16, 0.004), env, 1)
+    finish(one)
+    return work, env, log_two
+
+
+def summary_of(folder: Path) -> dict:
+    return json.loads((folder / "training_summary.json").read_text())
+
+
+def test_two_processes_write_one_model_and_one_run(runs):
+    work, env, log = runs
+    spec = read_model_directory(work / "two", "Trained model")
+    assert spec.classes == ["0", "1", "7"]
+    summary = summary_of(work / "two")
+    assert summary["hyperparameters"]["world_size"] == 2
+    assert summary["hyperparameters"]["global_batch_size"] == 16
+    assert summary["hyperparameters"]["effective_learning_rate"] == pytest.approx(0.004)
+    assert log.count("Best epoch") == 1, "only the first process reports"
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.params["world_size"] == "2" and run.data.params["global_batch_size"] == "16"
+    experiment = client.get_experiment_by_name("ddp")
+    assert len(client.search_runs([experiment.experiment_id])) == 2  # the 2-process run and the 1-process run
+    for name in ("train_loss", "valid_loss", "valid_accuracy"):
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
+        assert steps == list(range(1, EPOCHS + 1)), name
+
+
+def test_two_processes_match_one_process_at_the_same_global_batch(runs):
+    work, _, _ = runs
+    two, one = summary_of(work / "two")["history"], summary_of(work / "one")["history"]
+    assert [row["learning_rate"] for row in two] == pytest.approx([row["learning_rate"] for row in one])
+    # Same samples in every global step and the same averaged gradient; only BatchNorm's statistics differ
+    # (over 8 images per process instead of 16), hence a tolerance.
+    for a, b in zip(two, one, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.2, abs=0.05)
+        assert a["train_accuracy"] == pytest.approx(b["train_accuracy"], abs=0.12)
+
+
+def test_killed_two_process_run_resumes(tmp_path, digits, untrained_resnet18):
+    train, valid = digits
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "ddp-resume"}
+    output = tmp_path / "out"
+    command = component_command(untrained_resnet18, train, valid, output, 8, 0.005)
+    victim = launch(command, env, 2)
+    checkpoint = output / CHECKPOINT_DIR / CHECKPOINT_FILE
+    deadline = time.monotonic() + 900
+    while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert victim.poll() is None, "the job ended before it could be killed"
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert not (output / "_meta.yaml").exists()
+
+    log = finish(launch(command, env, 2))
+    assert "Resuming from the checkpoint of epoch" in log
+    summary = summary_of(output)
+    assert summary["resumed_from_epoch"] >= 1 and summary["last_epoch"] == EPOCHS
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("ddp-resume")
+    assert len(client.search_runs([experiment.experiment_id])) == 1
+    steps = sorted(m.step for m in client.get_metric_history(summary["mlflow_run_id"], "valid_loss"))
+    assert steps == list(range(1, EPOCHS + 1))
