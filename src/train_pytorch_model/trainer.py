@@ -347,7 +347,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started, context:
             lr = optimizer.param_groups[0]["lr"]
             sampler.set_epoch(epoch)
             train_batches = (
-                (normalize(train_data.images[index]), train_data.labels[index])
+                (normalize(train_data.images.index_select(0, index)), train_data.labels[index])
                 for index in _chunks(list(sampler), settings.batch_size, single)
             )
             progress = (
@@ -560,7 +560,7 @@ def _eval_batches(
         shard = shard[context.rank :: context.world_size]
     for start in range(0, len(shard), batch_size):
         index = shard[start : start + batch_size]
-        yield normalize(data.images[index]), data.labels[index]
+        yield normalize(data.images.index_select(0, index)), data.labels[index]
 
 
 def _chunks(indices: list[int], batch_size: int, drop_single: bool):
