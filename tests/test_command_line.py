@@ -11,12 +11,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:
-    # The package may not be installed (pip install -e .); import it from the source tree then.
-    sys.path.insert(0, str(ROOT / "src"))
-
-from train_pytorch_model.command_line import (  # noqa: E402
+from train_pytorch_model.command_line import (
     ComponentSpecError,
     UnboundInputError,
     UnboundOutputError,
@@ -25,6 +20,8 @@ from train_pytorch_model.command_line import (  # noqa: E402
     render_command,
     run_component,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 COMPONENT_YAML = ROOT / "component.yaml"
 

@@ -13,7 +13,6 @@ import json
 import logging
 import shutil
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from train_pytorch_model.errors import InvalidDatasetError, InvalidModelDirector
 from train_pytorch_model.image_directory import load_labeled_images
 from train_pytorch_model.model_directory import read_model_directory, write_model_directory
 from train_pytorch_model.models import FAMILIES, DesignerNet, build_network
+from train_pytorch_model.offline_credential import OfflineCredential
 from train_pytorch_model.scoring import Preprocessing, predict_probabilities
 
 COMPONENTS = REPO_ROOT / "components"
@@ -120,19 +120,6 @@ def aml() -> Any:
     return pytest.importorskip("azure.ai.ml", reason="azure-ai-ml is an optional extra: pip install .[azure]")
 
 
-class FakeCredential:
-    """A TokenCredential that never talks to Entra ID; counts calls to prove validation is offline."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken
-
-        self.calls += 1
-        return AccessToken("fake-token", int(time.time()) + 3600)
-
-
 def test_components_folder_holds_exactly_the_four_companions() -> None:
     assert sorted(p.stem for p in COMPONENTS.glob("*.yaml")) == sorted(IDENTITIES)
 
@@ -157,7 +144,7 @@ def test_identity_code_and_environment(aml: Any, stem: str) -> None:
 
 
 def test_all_validate_offline(aml: Any) -> None:
-    credential = FakeCredential()
+    credential = OfflineCredential()
     client = aml.MLClient(
         credential=credential,
         subscription_id="00000000-0000-0000-0000-000000000000",

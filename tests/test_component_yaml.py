@@ -7,20 +7,16 @@ here instead of at submission time.
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:
-    # The package may not be installed (pip install -e .); import it from the source tree then.
-    sys.path.insert(0, str(ROOT / "src"))
+from train_pytorch_model.command_line import load_component_spec, render_command
+from train_pytorch_model.offline_credential import OfflineCredential
 
-from train_pytorch_model.command_line import load_component_spec, render_command  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 aml = pytest.importorskip("azure.ai.ml", reason="azure-ai-ml is an optional extra: pip install .[azure]")
 
@@ -39,19 +35,6 @@ PARAMETERS: dict[str, tuple[str, Any, Any, bool]] = {
     "image_size": ("integer", None, 16, True),
     "num_workers": ("integer", None, 0, True),
 }
-
-
-class FakeCredential:
-    """A TokenCredential that never talks to Entra ID; counts calls to prove validation is offline."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken
-
-        self.calls += 1
-        return AccessToken("fake-token", int(time.time()) + 3600)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +135,7 @@ def test_code_distribution_resources(component: Any) -> None:
 
 def test_validates_offline() -> None:
     """MLClient.components.validate runs the SDK's local validation; no token, no network."""
-    credential = FakeCredential()
+    credential = OfflineCredential()
     client = aml.MLClient(
         credential=credential,
         subscription_id="00000000-0000-0000-0000-000000000000",
