@@ -23,7 +23,7 @@ from PIL import Image
 from train_pytorch_model import archives
 from train_pytorch_model.data import (
     MAX_BAD_FRACTION,
-    batch_indices,
+    batches_of,
     choose_image_size,
     decode_dataset,
 )
@@ -1006,38 +1006,26 @@ def test_choose_image_size_ignores_unreadable_and_honours_exif(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# batch_indices
+# batches_of: a process's sampler indices cut into batches
 
 
 @pytest.mark.parametrize(("count", "batch_size"), [(10, 4), (10, 5), (12, 4), (7, 7), (9, 3)])
-def test_batch_indices_cover_every_index_once(count, batch_size):
-    generator = torch.Generator().manual_seed(1)
-    batches = list(batch_indices(count, batch_size, shuffle=True, generator=generator, drop_single=True))
-    assert sorted(torch.cat(batches).tolist()) == list(range(count))
+def test_batches_of_cover_every_index_once(count, batch_size):
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(1)).tolist()
+    batches = list(batches_of(order, batch_size, drop_single=True))
+    assert torch.cat(batches).tolist() == order[: sum(len(b) for b in batches)]
+    assert sorted(torch.cat(batches).tolist()) == sorted(order)[: sum(len(b) for b in batches)]
     assert all(1 < len(b) <= batch_size for b in batches)
+    assert count - sum(len(b) for b in batches) <= 1
 
 
-def test_batch_indices_drop_a_trailing_single():
-    kept = list(batch_indices(11, 5, shuffle=False, drop_single=True))
+def test_batches_of_drop_a_trailing_single_only_when_asked():
+    kept = list(batches_of(list(range(11)), 5, drop_single=True))
     assert [len(b) for b in kept] == [5, 5]
-    assert torch.cat(kept).tolist() == list(range(10))
-    everything = list(batch_indices(11, 5, shuffle=False, drop_single=False))
+    everything = list(batches_of(list(range(11)), 5, drop_single=False))
     assert [len(b) for b in everything] == [5, 5, 1]
     assert torch.cat(everything).tolist() == list(range(11))
-
-
-def test_batch_indices_same_seed_same_order():
-    def order(seed):
-        generator = torch.Generator().manual_seed(seed)
-        return [b.tolist() for b in batch_indices(50, 8, shuffle=True, generator=generator, drop_single=True)]
-
-    assert order(7) == order(7)
-    assert order(7) != order(8)
-    assert sorted(sum(order(7), [])) == list(range(50))
-    generator = torch.Generator().manual_seed(7)
-    first = [b.tolist() for b in batch_indices(50, 8, shuffle=True, generator=generator, drop_single=False)]
-    second = [b.tolist() for b in batch_indices(50, 8, shuffle=True, generator=generator, drop_single=False)]
-    assert first != second  # a new order every epoch from the same generator
+    assert [b.tolist() for b in batches_of([3], 1, drop_single=False)] == [[3]]
 
 
 def test_archive_larger_than_the_free_disk_is_refused_before_extraction(tmp_path, monkeypatch):

@@ -26,10 +26,9 @@ def fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     state = {
         "torch": torch.get_rng_state(),
-        "generator": generator.get_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
     }
@@ -38,9 +37,8 @@ def rng_state(generator: torch.Generator) -> dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():

@@ -212,17 +212,15 @@ def _check_bad_share(records, skipped, kept, subject, max_bad_fraction, class_to
         )
 
 
-def batch_indices(
-    count: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None, drop_single: bool
-) -> Iterator[torch.Tensor]:
-    """Index batches over count items. A trailing batch of one is dropped in training, where BatchNorm
-    cannot normalise a single image; every other image is used every epoch."""
-    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
-    for start in range(0, count, batch_size):
-        index = order[start : start + batch_size]
-        if drop_single and index.numel() < 2:
+def batches_of(indices: Sequence[int], batch_size: int, drop_single: bool) -> Iterator[torch.Tensor]:
+    """Consecutive batches of a process's sampler indices. A trailing batch of one is dropped when
+    drop_single (in training, where BatchNorm cannot normalise a single image); with several processes every
+    one has as many indices (DistributedSampler pads), so all of them drop it alike."""
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start : start + batch_size]
+        if drop_single and len(batch) < 2:
             continue
-        yield index
+        yield torch.as_tensor(batch, dtype=torch.long)
 
 
 class Normalizer:

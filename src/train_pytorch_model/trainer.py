@@ -35,6 +35,7 @@ from .checkpoint import (
 from .data import (
     DecodedImages,
     Normalizer,
+    batches_of,
     choose_image_size,
     decode_dataset,
     default_workers,
@@ -79,14 +80,12 @@ WEIGHT_DECAY = 1e-4
 SUMMARY_FILE = "training_summary.json"
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed every generator before anything random happens (the head's initialisation included)."""
+def seed_everything(seed: int) -> None:
+    """Seed every generator before anything random happens (the head's initialisation included). Shuffling
+    does not draw from these: DistributedSampler derives each epoch's order from the seed and the epoch."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed % 2**63)
-    generator = torch.Generator()
-    generator.manual_seed(seed % 2**63)
-    return generator
 
 
 def check_classes(train: LabeledImages, valid: LabeledImages) -> list[str]:
@@ -170,18 +169,18 @@ def run(settings: Settings) -> dict:
     output = settings.trained_model
     output.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = output / CHECKPOINT_DIR
-    generator = seed_everything(settings.random_seed)
+    seed_everything(settings.random_seed)
 
     spec = read_model_directory(settings.untrained_model)
     scratch = Path(tempfile.mkdtemp(prefix="train-pytorch-model-"))
     try:
-        return _train(settings, spec, generator, scratch, checkpoint_dir, started, context)
+        return _train(settings, spec, scratch, checkpoint_dir, started, context)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         context.shutdown()
 
 
-def _train(settings, spec, generator, scratch, checkpoint_dir, started, context: DistributedContext) -> dict:
+def _train(settings, spec, scratch, checkpoint_dir, started, context: DistributedContext) -> dict:
     train_set = load_labeled_images(settings.training_dataset, "Training dataset", scratch)
     valid_set = load_labeled_images(settings.validation_dataset, "Validation dataset", scratch)
     classes = check_classes(train_set, valid_set)
@@ -264,7 +263,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started, context:
     )
     # A trailing batch of one is skipped (BatchNorm cannot train on it), unless every batch is of one.
     single = settings.batch_size > 1
-    steps_per_epoch = sum(1 for _ in _chunks(list(sampler), settings.batch_size, single))
+    steps_per_epoch = sum(1 for _ in batches_of(list(sampler), settings.batch_size, single))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
     stopper = EarlyStopping(settings.patience)
 
@@ -293,7 +292,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started, context:
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         stopper.load_state_dict(saved["early_stopping"])
-        restore_rng_state(saved["rng"], generator)
+        restore_rng_state(saved["rng"])
         history = saved["history"]
         best_state = saved["best_state"]
         start_epoch = saved["epoch"] + 1
@@ -348,7 +347,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started, context:
             sampler.set_epoch(epoch)
             train_batches = (
                 (normalize(train_data.images.index_select(0, index)), train_data.labels[index])
-                for index in _chunks(list(sampler), settings.batch_size, single)
+                for index in batches_of(list(sampler), settings.batch_size, single)
             )
             progress = (
                 EpochProgress(
@@ -442,7 +441,7 @@ def _train(settings, spec, generator, scratch, checkpoint_dir, started, context:
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "early_stopping": stopper.state_dict(),
-                    "rng": rng_state(generator),
+                    "rng": rng_state(),
                     "history": history,
                     "best_state": best_state,
                     "mlflow_run_id": tracker.run_id,
@@ -561,16 +560,6 @@ def _eval_batches(
     for start in range(0, len(shard), batch_size):
         index = shard[start : start + batch_size]
         yield normalize(data.images.index_select(0, index)), data.labels[index]
-
-
-def _chunks(indices: list[int], batch_size: int, drop_single: bool):
-    """Consecutive batches of a rank's sampler indices. A trailing batch of one is dropped when drop_single:
-    every rank has as many indices (DistributedSampler pads), so all ranks drop it alike."""
-    for start in range(0, len(indices), batch_size):
-        batch = indices[start : start + batch_size]
-        if drop_single and len(batch) < 2:
-            continue
-        yield torch.tensor(batch, dtype=torch.long)
 
 
 def _close(progress: EpochProgress | None) -> None:
