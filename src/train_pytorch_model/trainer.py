@@ -341,7 +341,6 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
             tracker.log_dict(dataset_summary, "dataset_summary.json")
         first_step_at: list[float] = []
         stop_reason = "completed all epochs"
-        epoch = start_epoch - 1
         for epoch in range(start_epoch, settings.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             sampler.set_epoch(epoch)
@@ -349,12 +348,9 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
                 (normalize(train_data.images.index_select(0, index)), train_data.labels[index])
                 for index in batches_of(list(sampler), settings.batch_size, single)
             )
+            # Only the first process shows progress; the others would repeat it.
             progress = (
-                EpochProgress(
-                    epoch, settings.epochs, steps_per_epoch, settings.batch_size, tty=None if context.is_main else False
-                )
-                if context.is_main
-                else None
+                EpochProgress(epoch, settings.epochs, steps_per_epoch, settings.batch_size) if context.is_main else None
             )
 
             def on_step(step, loss_sum, correct, seen, progress=progress):
