@@ -33,7 +33,7 @@ from train_pytorch_model.errors import InvalidDatasetError, InvalidModelDirector
 from train_pytorch_model.image_directory import load_labeled_images
 from train_pytorch_model.model_directory import read_model_directory, write_model_directory
 from train_pytorch_model.models import FAMILIES, DesignerNet, build_network
-from train_pytorch_model.offline_credential import OfflineCredential
+from train_pytorch_model.offline_credential import OfflineCredential, offline_ml_client
 from train_pytorch_model.scoring import Preprocessing, predict_probabilities
 
 COMPONENTS = REPO_ROOT / "components"
@@ -145,12 +145,7 @@ def test_identity_code_and_environment(aml: Any, stem: str) -> None:
 
 def test_all_validate_offline(aml: Any) -> None:
     credential = OfflineCredential()
-    client = aml.MLClient(
-        credential=credential,
-        subscription_id="00000000-0000-0000-0000-000000000000",
-        resource_group_name="rg",
-        workspace_name="ws",
-    )
+    client = offline_ml_client(credential)
     for stem in IDENTITIES:
         result = client.components.validate(aml.load_component(source=component_yaml(stem)))
         assert result.passed, (stem, result.error_messages)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from train_pytorch_model.command_line import load_component_spec, render_command
-from train_pytorch_model.offline_credential import OfflineCredential
+from train_pytorch_model.offline_credential import OfflineCredential, offline_ml_client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,12 +136,7 @@ def test_code_distribution_resources(component: Any) -> None:
 def test_validates_offline() -> None:
     """MLClient.components.validate runs the SDK's local validation; no token, no network."""
     credential = OfflineCredential()
-    client = aml.MLClient(
-        credential=credential,
-        subscription_id="00000000-0000-0000-0000-000000000000",
-        resource_group_name="rg",
-        workspace_name="ws",
-    )
+    client = offline_ml_client(credential)
     result = client.components.validate(aml.load_component(source=COMPONENT_YAML))
     assert result.passed, result.error_messages
     assert credential.calls == 0

@@ -18,3 +18,15 @@ class OfflineCredential:
 
         self.calls += 1
         return AccessToken("offline", int(time.time()) + 3600)
+
+
+def offline_ml_client(credential: OfflineCredential | None = None) -> Any:
+    """An MLClient for a placeholder workspace, for offline validation only (nothing is ever sent)."""
+    from azure.ai.ml import MLClient
+
+    return MLClient(
+        credential=credential or OfflineCredential(),
+        subscription_id="00000000-0000-0000-0000-000000000000",
+        resource_group_name="rg",
+        workspace_name="ws",
+    )
