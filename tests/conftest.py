@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,23 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 DESIGNER = SHARED / "fixtures" / "designer"
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every entry under root, links not followed: relative path -> sha256 of its bytes, 'dir', or the link's
+    target. Equal before and after a run means the run changed nothing in that folder."""
+    result = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            relative = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                result[relative] = "link:" + os.readlink(path)
+            elif path.is_dir():
+                result[relative] = "dir"
+            else:
+                result[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return result
 
 
 def write_digits_subset(destination: Path, classes=(0, 1, 7), per_class: int = 30, offset: int = 0) -> Path:

@@ -7,7 +7,6 @@ exactly as an Azure ML step would run it, and the outputs are compared with the 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -25,7 +24,7 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from conftest import DESIGNER, REPO_ROOT
+from conftest import DESIGNER, REPO_ROOT, tree_digest
 from train_pytorch_model import convert_to_image_directory as convert_module
 from train_pytorch_model import score_image_model as score_module
 from train_pytorch_model.command_line import load_component_spec, render_command, run_component
@@ -58,16 +57,8 @@ def component_yaml(stem: str) -> Path:
     return COMPONENTS / f"{stem}.yaml"
 
 
-def tree(root: Path) -> dict[str, str]:
-    """Every file and folder under root, relative path -> content digest ('dir' for folders)."""
-    return {
-        p.relative_to(root).as_posix(): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-    }
-
-
 def assert_same_files(actual: Path, expected: Path) -> None:
-    assert tree(actual) == tree(expected)
+    assert tree_digest(actual) == tree_digest(expected)
 
 
 def write_png(path: Path, size: tuple[int, int] = (8, 8), color=(200, 30, 30)) -> Path:
@@ -230,12 +221,12 @@ def test_model_components_write_an_untrained_model(tmp_path: Path, stem: str, in
 
 
 def test_convert_gives_the_designer_golden_folder_byte_for_byte(tmp_path: Path) -> None:
-    before = tree(IMAGEFOLDER)
+    before = tree_digest(IMAGEFOLDER)
     out = tmp_path / "output_dataset"
     result = run("convert_to_image_directory", {"input_dataset": IMAGEFOLDER}, {"output_dataset": out})
     assert result.returncode == 0, result.stderr
     assert_same_files(out, GOLDEN_DIRECTORY)
-    assert tree(IMAGEFOLDER) == before
+    assert tree_digest(IMAGEFOLDER) == before
     # The trainer's reader sees what the input folder holds: the same labels on the same bytes.
     assert labelled_pairs(load_labeled_images(out, "Converted")) == labelled_pairs(
         load_labeled_images(IMAGEFOLDER, "Input")
@@ -250,12 +241,12 @@ def test_convert_a_zip_with_macos_junk_and_an_upper_case_suffix(tmp_path: Path) 
             bundle.write(path, f"pets/{path.relative_to(IMAGEFOLDER).as_posix()}")
             bundle.writestr(f"__MACOSX/pets/{path.parent.name}/._{path.name}", b"\x00\x05\x16\x07junk")
     (source / "README.txt").write_text("dataset notes", encoding="utf-8")
-    before = tree(source)
+    before = tree_digest(source)
     out = tmp_path / "output_dataset"
     result = run("convert_to_image_directory", {"input_dataset": source}, {"output_dataset": out})
     assert result.returncode == 0, result.stderr
     assert_same_files(out, GOLDEN_DIRECTORY)
-    assert tree(source) == before
+    assert tree_digest(source) == before
 
 
 def test_convert_a_tgz(tmp_path: Path) -> None:
@@ -279,10 +270,10 @@ def test_macosx_folder_in_the_input_is_skipped_not_deleted(tmp_path: Path) -> No
     shutil.copytree(IMAGEFOLDER, source)
     write_png(source / "__MACOSX" / "cat" / "._cat1.png")
     (source / ".DS_Store").write_bytes(b"\x00")
-    before = tree(source)
+    before = tree_digest(source)
     out = tmp_path / "out"
     convert_module.convert(source, out)
-    assert tree(source) == before
+    assert tree_digest(source) == before
     assert_same_files(out, GOLDEN_DIRECTORY)
 
 
@@ -479,7 +470,7 @@ def test_score_reproduces_the_designer_scored_dataset(tmp_path: Path) -> None:
     inputs = {"trained_model": DESIGNER / "trained_model", "dataset": GOLDEN_DIRECTORY}
     result = run("score_image_model", inputs, {"scored_dataset": out})
     assert result.returncode == 0, result.stderr
-    assert sorted(tree(out)) == sorted(tree(GOLDEN_SCORED))
+    assert sorted(tree_digest(out)) == sorted(tree_digest(GOLDEN_SCORED))
     assert (out / "_meta.yaml").read_bytes() == (GOLDEN_SCORED / "_meta.yaml").read_bytes()
     assert (out / "schema" / "_schema.json").read_bytes() == (GOLDEN_SCORED / "schema" / "_schema.json").read_bytes()
     actual = pd.read_parquet(out / "_data.parquet")

@@ -5,7 +5,6 @@ Every test works on small real image files written with PIL into tmp_path (or on
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -20,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tree_digest
 from train_pytorch_model import archives
 from train_pytorch_model.data import (
     MAX_BAD_FRACTION,
@@ -56,22 +56,6 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 2) ->
         for i in range(per_class):
             write_png(root / name / f"{name}{i}.png", color=(40 * index, 100, 20 * i))
     return root
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    """Every entry under root (links not followed): relative path -> sha256 of its bytes (or link target)."""
-    result = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = Path(folder) / name
-            relative = path.relative_to(root).as_posix()
-            if path.is_symlink():
-                result[relative] = "link:" + os.readlink(path)
-            elif path.is_dir():
-                result[relative] = "dir"
-            else:
-                result[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return result
 
 
 def write_image_directory(
@@ -132,7 +116,7 @@ def by_name(loaded) -> dict[str, str]:
 
 def test_golden_image_directory_loads(designer_fixtures):
     root = designer_fixtures / "image_directory"
-    before = tree_hashes(root)
+    before = tree_digest(root)
     loaded = load_labeled_images(root, SUBJECT)
     assert loaded.layout == "ImageDirectory"
     assert len(loaded.records) == 6
@@ -150,7 +134,7 @@ def test_golden_image_directory_loads(designer_fixtures):
     }
     assert all(record.path.is_file() and record.path.parent == root / "image" for record in loaded.records)
     assert loaded.class_counts() == {"cat": 3, "dog": 3}
-    assert tree_hashes(root) == before
+    assert tree_digest(root) == before
 
 
 def test_golden_imagefolder_input_gives_same_classes(designer_fixtures):
@@ -452,11 +436,11 @@ def test_macosx_and_dot_folders_are_ignored(tmp_path):
     write_png(root / "cat" / ".cache" / "y.png")
     write_png(root / "cat" / "._cat0.png")
     (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
-    before = tree_hashes(root)
+    before = tree_digest(root)
     loaded = load_labeled_images(root, SUBJECT)
     assert loaded.classes == ["cat", "dog"]
     assert sorted(by_name(loaded)) == ["cat0.png", "cat1.png", "dog0.png", "dog1.png"]
-    assert tree_hashes(root) == before  # __MACOSX is not deleted from the user's folder
+    assert tree_digest(root) == before  # __MACOSX is not deleted from the user's folder
 
 
 def test_one_class_folder_keeps_its_single_class(tmp_path):
@@ -498,7 +482,7 @@ def test_folder_with_one_archive_loads_and_stays_unchanged(tmp_path, archive_nam
     make_archive(tree, tmp_path / "input" / archive_name, wrapper)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    before = tree_hashes(tmp_path / "input")
+    before = tree_digest(tmp_path / "input")
     siblings = sorted(p.name for p in tmp_path.iterdir())
 
     loaded = load_labeled_images(tmp_path / "input", SUBJECT, scratch)
@@ -508,7 +492,7 @@ def test_folder_with_one_archive_loads_and_stays_unchanged(tmp_path, archive_nam
     assert loaded.class_counts() == {"cat": 3, "dog": 2, "emu": 2}
     assert all(r.path.is_relative_to(scratch) for r in loaded.records)
     assert decode_image(loaded.records[0].path).shape == (8, 8, 3)
-    assert tree_hashes(tmp_path / "input") == before
+    assert tree_digest(tmp_path / "input") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == siblings
 
 
@@ -520,11 +504,11 @@ def test_archive_beside_junk_and_loose_files_loads(tmp_path):
     (tmp_path / "input" / "README.md").write_text("my cats and dogs", encoding="utf-8")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    before = tree_hashes(tmp_path / "input")
+    before = tree_digest(tmp_path / "input")
     loaded = load_labeled_images(tmp_path / "input", SUBJECT, scratch)
     assert loaded.classes == ["cat", "dog"]
     assert loaded.class_counts() == {"cat": 2, "dog": 2}
-    assert tree_hashes(tmp_path / "input") == before
+    assert tree_digest(tmp_path / "input") == before
 
 
 def test_archive_beside_class_folders_is_not_extracted(tmp_path):
@@ -552,12 +536,12 @@ def test_archive_with_non_ascii_names_loads(tmp_path):
 def test_archive_without_scratch_extracts_away_from_input(tmp_path):
     tree = make_image_folder(tmp_path / "tree")
     make_archive(tree, tmp_path / "input" / "data.zip", "wrap")
-    before = tree_hashes(tmp_path / "input")
+    before = tree_digest(tmp_path / "input")
     loaded = load_labeled_images(tmp_path / "input", SUBJECT)
     try:
         assert loaded.classes == ["cat", "dog"]
         assert not any(r.path.is_relative_to(tmp_path) for r in loaded.records)
-        assert tree_hashes(tmp_path / "input") == before
+        assert tree_digest(tmp_path / "input") == before
     finally:
         shutil.rmtree(loaded.root.parents[1] if loaded.root.name == "wrap" else loaded.root.parent)
 
@@ -666,11 +650,11 @@ def test_tar_with_link_entry_is_refused(tmp_path, kind):
         through.size = len(data)
         bundle.addfile(through, io.BytesIO(data))
     before = _files_outside(tmp_path, scratch)
-    input_before = tree_hashes(tmp_path / "input")
+    input_before = tree_digest(tmp_path / "input")
     with pytest.raises(InvalidDatasetError, match="link or special file"):
         load_labeled_images(tmp_path / "input", SUBJECT, scratch)
     assert _files_outside(tmp_path, scratch) == before
-    assert tree_hashes(tmp_path / "input") == input_before
+    assert tree_digest(tmp_path / "input") == input_before
     assert not [p for p in scratch.rglob("*") if p.is_symlink()]
 
 

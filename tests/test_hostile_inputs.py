@@ -3,7 +3,6 @@ names the problem, with no traceback, no valid-looking output, and no byte of an
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -18,25 +17,11 @@ import torchvision
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import write_digits_subset
+from conftest import tree_digest, write_digits_subset
 from train_pytorch_model.models import DesignerNet
 from train_pytorch_model.train import main
 
 ModelMaker = Callable[[Path, Path], Path]
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """Every file and link under root with its content hash: any change to an input shows up here."""
-    digest = {}
-    for path in sorted(root.rglob("*")):
-        key = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            digest[key] = "link:" + str(path.readlink())
-        elif path.is_file():
-            digest[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            digest[key] = "dir"
-    return digest
 
 
 class Evil:
