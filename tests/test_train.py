@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,10 @@ def test_component_writes_a_model_directory(component_run):
     assert not (output / ".staging").exists()
     assert not (output / ".checkpoint").exists()
     assert "validation accuracy" in result.stdout
+    # The log says where the run computes before the first epoch (on a GPU: its name, bf16/fp16, channels_last).
+    log = result.stdout + result.stderr
+    assert re.search(r"Device: CPU \(\d+ threads\), float32", log), log[-2000:]
+    assert log.index("Device: CPU") < log.index("Epoch 1/")
     assert "Traceback" not in result.stderr
     # MLflow's artifacts go beside the local store, never into the code folder the command runs in.
     assert not (REPO_ROOT / "src" / "mlruns").exists()

@@ -146,6 +146,22 @@ def _saved_head_size(state: dict, spec: ModelSpec) -> int | None:
     return None
 
 
+def describe_device(
+    device: torch.device, precision: Precision, channels_last: bool, world: int, batch_size: int
+) -> str:
+    """One line that says where and how the run computes, so that a log shows at once whether the GPU is used."""
+    if device.type == "cuda":
+        parts = [f"{device} ({torch.cuda.get_device_name(device)})"]
+        parts.append(f"{str(precision.dtype).removeprefix('torch.')} autocast" if precision.enabled else "float32")
+        if channels_last:
+            parts.append("channels_last")
+    else:
+        parts = [f"CPU ({torch.get_num_threads()} threads)", "float32"]
+    if world > 1:
+        parts.append(f"{world} processes x batch {batch_size} = global batch {world * batch_size}")
+    return ", ".join(parts)
+
+
 def pick_device(context: DistributedContext) -> torch.device:
     if torch.cuda.is_available():
         torch.cuda.set_device(context.local_rank)
@@ -252,6 +268,7 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
     precision = Precision(device)
     normalize = Normalizer(mean, std, device, channels_last)
     world = context.world_size
+    log.info("Device: %s.", describe_device(device, precision, channels_last, world, settings.batch_size))
     learning_rate = settings.learning_rate * world  # see distributed.py for the rule
     optimizer = make_optimizer(model, learning_rate)
     sampler = DistributedSampler(
