@@ -11,13 +11,14 @@ import os
 import shutil
 import tarfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from conftest import tree_digest
 from train_pytorch_model import archives
@@ -420,6 +421,8 @@ def test_symlinks_leading_outside_are_not_followed(tmp_path):
     assert "secret" not in " ".join(r.path.name for r in loaded.records)
     assert len(loaded.records) == 4
     assert ("cat/link.png", "a link leading outside the input folder") in loaded.skipped
+    # The class folder that leads out is named, not silently dropped.
+    assert ("bird/", "a class folder that is a link leading outside the input folder") in loaded.skipped
 
 
 def test_symlinks_inside_the_folder_are_followed(tmp_path):
@@ -687,6 +690,60 @@ def test_archive_junk_entries_are_dropped(tmp_path):
     assert loaded.root.name == "wrap"
 
 
+@pytest.mark.parametrize("beside", ["._wrap", "README.md", ".hidden_folder/"])
+def test_archive_wrapper_is_descended_beside_hidden_and_loose_files(tmp_path, beside):
+    # A macOS tar puts an AppleDouble '._wrap' beside 'wrap/'; zips often carry a README at the top.
+    (tmp_path / "input").mkdir()
+    with tarfile.open(tmp_path / "input" / "data.tar", "w") as bundle:
+        for name in ("wrap/cat/a.png", "wrap/dog/b.png", beside + ("x" if beside.endswith("/") else "")):
+            data = png_bytes() if name.endswith(".png") else b"not data"
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+    loaded = load_labeled_images(tmp_path / "input", SUBJECT, tmp_path)
+    assert loaded.classes == ["cat", "dog"]
+    assert loaded.root.name == "wrap"
+
+
+def test_backslash_in_a_tar_name_is_part_of_the_name(tmp_path):
+    # In a tar (unlike a zip written on Windows) '\' is an ordinary character: 'x\y' is a class of its own.
+    (tmp_path / "input").mkdir()
+    with tarfile.open(tmp_path / "input" / "data.tar", "w") as bundle:
+        for index, name in enumerate(["x/a.png", "x\\y/b.png", "x\\y/c.png", "z/d.png"]):
+            data = png_bytes(color=(index, 0, 0))
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+    loaded = load_labeled_images(tmp_path / "input", SUBJECT, tmp_path)
+    assert loaded.class_counts() == {"x": 1, "x\\y": 2, "z": 1}
+
+
+def test_archive_beside_a_folder_without_images_is_the_dataset(tmp_path):
+    make_archive(make_image_folder(tmp_path / "tree"), tmp_path / "input" / "data.zip", None)
+    (tmp_path / "input" / "logs").mkdir()
+    (tmp_path / "input" / "logs" / "run.txt").write_text("upload log", encoding="utf-8")
+    loaded = load_labeled_images(tmp_path / "input", SUBJECT, tmp_path)
+    assert loaded.classes == ["cat", "dog"]
+
+
+def test_tar_damaged_in_the_middle_is_refused_not_cut_short(tmp_path):
+    # tarfile takes a damaged header for the end of the archive; the entries after it must not vanish silently.
+    (tmp_path / "input").mkdir()
+    archive = tmp_path / "input" / "data.tar"
+    with tarfile.open(archive, "w") as bundle:
+        for name in ("cat/a.png", "cat/b.png", "dog/c.png", "dog/d.png", "emu/e.png"):
+            data = png_bytes()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+    data = bytearray(archive.read_bytes())
+    third = data.find(b"dog/c.png")
+    data[third : third + 100] = b"\xff" * 100  # the third entry's header
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InvalidDatasetError, match="damaged"):
+        load_labeled_images(tmp_path / "input", SUBJECT, tmp_path)
+
+
 def test_is_archive_suffixes(tmp_path):
     for name in ["a.zip", "b.ZIP", "c.tar.gz", "d.tgz", "e.tar", "f.TAR.BZ2"]:
         (tmp_path / name).write_bytes(b"x")
@@ -846,6 +903,41 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch, side):
         read_size(path)
 
 
+def test_decompression_bomb_is_refused_in_every_thread(tmp_path, monkeypatch):
+    # Between the limit and twice it PIL only warns; the refusal must not depend on warning filters, which are
+    # process-wide and not thread-safe (images are decoded in a thread pool).
+    path = _save(Image.new("RGB", (40, 40)), tmp_path / "bomb.png")
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)
+
+    def refused(_: int) -> bool:
+        try:
+            read_size(path)
+        except BadImageError:
+            return True
+        return False
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(refused, range(400)))
+
+
+def test_a_large_png_text_chunk_is_not_an_error(tmp_path):
+    # Photo tools embed XMP metadata as compressed text chunks larger than PIL's 1 MB default.
+    info = PngImagePlugin.PngInfo()
+    info.add_text("XML:com.adobe.xmp", os.urandom(800_000).hex(), zip=True)
+    path = tmp_path / "xmp.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path, pnginfo=info)
+    assert decode_image(path)[0, 0].tolist() == [10, 20, 30]
+
+
+def test_a_named_pipe_is_skipped_not_read(tmp_path):
+    pipe = tmp_path / "x.png"
+    os.mkfifo(pipe)
+    with pytest.raises(BadImageError, match="not a regular file"):
+        read_size(pipe)
+    with pytest.raises(BadImageError, match="not a regular file"):
+        decode_image(pipe)
+
+
 def test_image_below_the_pixel_limit_decodes(tmp_path, monkeypatch):
     path = _save(Image.new("RGB", (30, 30)), tmp_path / "small.png")
     monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 1000)
@@ -973,6 +1065,13 @@ def test_choose_image_size_keeps_a_size_in_range(tmp_path):
     assert choose_image_size(records, min_size=32, max_size=224) == (60, 100)
 
 
+@pytest.mark.parametrize(("size", "expected"), [((1, 500), (224, 32)), ((5000, 2), (32, 224)), ((40, 4000), (224, 32))])
+def test_choose_image_size_bounds_both_sides_of_extreme_strips(tmp_path, size, expected):
+    # A 1 x 500 strip cannot keep its aspect ratio within [32, 224]: each side is bounded instead.
+    records = make_records(tmp_path, {"cat": 3}, size=size)
+    assert choose_image_size(records, min_size=32, max_size=224) == expected
+
+
 def test_choose_image_size_takes_the_median(tmp_path):
     records = [
         ImageRecord(write_png(tmp_path / f"{i}.png", size), "cat")
@@ -1029,10 +1128,31 @@ def test_archive_larger_than_the_free_disk_is_refused_before_extraction(tmp_path
     assert not destination.exists() or not any(destination.rglob("*.bin"))
 
 
-def test_twelve_bit_image_keeps_its_contrast():
-    array = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 64).clip(0, 4095)
-    image = Image.fromarray(array.astype(np.uint16))
+def _png_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    decoded = decode_image(buffer.getvalue())
-    assert decoded.max() >= 250 and decoded.min() == 0
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_sixteen_bit_values_decode_the_same_in_every_image():
+    # One raw value must give one brightness whatever else the image holds: scaled from the full 16-bit range.
+    decoded = []
+    for other in (250, 300, 5000, 65535):
+        array = np.full((4, 4), 25700, dtype=np.uint16)
+        array[0, 0] = other
+        decoded.append(decode_image(_png_bytes(array)))
+    assert all(int(image[1, 1, 0]) == 100 for image in decoded)  # 25700 / 257
+    assert int(decoded[-1][0, 0, 0]) == 255
+    assert int(decode_image(_png_bytes(np.zeros((2, 2), dtype=np.uint16)))[0, 0, 0]) == 0
+
+
+def test_float_images_decode_from_the_unit_range(tmp_path):
+    constant = tmp_path / "half.tiff"
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32), mode="F").save(constant)
+    assert int(decode_image(constant)[0, 0, 0]) == 128
+    spread = np.full((4, 4), 0.5, dtype=np.float32)
+    spread[0, 0], spread[0, 1] = 1.0, 7.0  # out of range: clipped, and it changes nothing else
+    path = tmp_path / "spread.tiff"
+    Image.fromarray(spread, mode="F").save(path)
+    decoded = decode_image(path)
+    assert int(decoded[1, 1, 0]) == 128 and int(decoded[0, 0, 0]) == 255 and int(decoded[0, 1, 0]) == 255

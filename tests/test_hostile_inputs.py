@@ -55,6 +55,42 @@ def model_with_densenet_weights(untrained: Path, tmp: Path) -> Path:
     return model
 
 
+def model_with_resnet34_weights(untrained: Path, tmp: Path) -> Path:
+    # resnet34's first blocks fit a resnet18 by name and shape; the extra blocks must not be dropped silently.
+    model = copy_model(untrained, tmp)
+    torch.save(DesignerNet(torchvision.models.resnet34()).state_dict(), model / "model")
+    return model
+
+
+def _edit_spec(untrained: Path, tmp: Path, edit: Callable[[dict], None]) -> Path:
+    model = copy_model(untrained, tmp)
+    spec = yaml.safe_load((model / "model_spec.yaml").read_text())
+    edit(spec)
+    (model / "model_spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return model
+
+
+def model_with_text_flavor_extras(untrained: Path, tmp: Path) -> Path:
+    return _edit_spec(untrained, tmp, lambda spec: spec.update(flavor_extras="resnet"))
+
+
+def model_with_list_as_module(untrained: Path, tmp: Path) -> Path:
+    return _edit_spec(untrained, tmp, lambda spec: spec["flavor_extras"].update(module=["a", "b"]))
+
+
+def model_with_text_pretrained(untrained: Path, tmp: Path) -> Path:
+    return _edit_spec(untrained, tmp, lambda spec: spec["flavor_extras"]["init_params"].update(pretrained="false"))
+
+
+def model_with_boolean_num_classes(untrained: Path, tmp: Path) -> Path:
+    return _edit_spec(untrained, tmp, lambda spec: spec["flavor_extras"]["init_params"].update(num_classes=True))
+
+
+def model_with_bad_normalization(untrained: Path, tmp: Path) -> Path:
+    inputs = [{"name": "image", "pre_processor": {"init_params": {"mean": "abc", "std": [1, 1, 1]}}}]
+    return _edit_spec(untrained, tmp, lambda spec: spec.update(inputs=inputs))
+
+
 def model_with_pickled_object(untrained: Path, tmp: Path) -> Path:
     model = copy_model(untrained, tmp)
     torch.save({"model.conv1.weight": Evil()}, model / "model")
@@ -142,6 +178,62 @@ def tar_with_link(tmp: Path, train: Path) -> Path:
     return folder
 
 
+def _zip_of_classes(train: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for image in sorted(train.rglob("*.png"))[:6]:
+            bundle.write(image, f"{image.parent.name}/{image.name}")
+    return buffer.getvalue()
+
+
+def encrypted_zip(tmp: Path, train: Path) -> Path:
+    folder = tmp / "encrypted"
+    folder.mkdir()
+    data = bytearray(_zip_of_classes(train))
+    # Set the 'encrypted' bit in every local and central header, as `zip -P` does (zipfile cannot write it).
+    for signature, flag_offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = data.find(signature)
+        while start >= 0:
+            data[start + flag_offset] |= 0x1
+            start = data.find(signature, start + 4)
+    (folder / "data.zip").write_bytes(bytes(data))
+    return folder
+
+
+def _corrupt_tar(tmp: Path, train: Path, name: str, mode: str) -> Path:
+    folder = tmp / "corrupt_tar"
+    folder.mkdir()
+    with tarfile.open(folder / name, mode) as bundle:
+        for image in sorted(train.rglob("*.png")):
+            bundle.add(image, f"{image.parent.name}/{image.name}")
+    data = bytearray((folder / name).read_bytes())
+    # The first members stay readable (so it looks like a tar); bytes in the middle of the stream are flipped.
+    for index in range(len(data) * 2 // 5, len(data) * 3 // 5, 101):
+        data[index] ^= 0xFF
+    (folder / name).write_bytes(bytes(data))
+    return folder
+
+
+def corrupt_tar_gz(tmp: Path, train: Path) -> Path:
+    return _corrupt_tar(tmp, train, "data.tar.gz", "w:gz")
+
+
+def corrupt_tar_xz(tmp: Path, train: Path) -> Path:
+    return _corrupt_tar(tmp, train, "data.tar.xz", "w:xz")
+
+
+def image_directory_with_text_category_ids(tmp: Path, train: Path) -> Path:
+    from conftest import DESIGNER
+
+    folder = tmp / "image_directory"
+    shutil.copytree(DESIGNER / "image_directory", folder)
+    schema = json.loads((folder / "_schema.json").read_text())
+    categories = [{"id": None, "name": "cat"}, {"id": "x", "name": "dog"}]
+    schema["columnAttributes"][2]["properties"]["categories"] = categories
+    (folder / "_schema.json").write_text(json.dumps(schema))
+    return folder
+
+
 def valid_with_unknown_class(tmp: Path, train: Path) -> Path:
     return write_digits_subset(tmp / "unknown", classes=(0, 5), per_class=4, offset=50)
 
@@ -153,6 +245,12 @@ MODEL_CASES = [
     (model_with_densenet_weights, "do not fit a resnet18"),
     (model_with_pickled_object, "cannot be loaded as a tensor state dict"),
     (model_with_truncated_weights, "cannot be loaded as a tensor state dict"),
+    (model_with_resnet34_weights, "tensors that a resnet18 does not have"),
+    (model_with_text_flavor_extras, "flavor_extras is 'resnet', not a mapping"),
+    (model_with_list_as_module, "not an allowed network"),
+    (model_with_text_pretrained, "init_params.pretrained is 'false', not true or false"),
+    (model_with_boolean_num_classes, "num_classes is True, not a positive integer"),
+    (model_with_bad_normalization, "input normalization"),
 ]
 
 TRAINING_CASES = [
@@ -164,6 +262,10 @@ TRAINING_CASES = [
     (coco_detection, "InvalidDatasetError", 6, "COCO"),
     (zip_slip, "InvalidDatasetError", 6, "outside the extraction folder"),
     (tar_with_link, "InvalidDatasetError", 6, "link"),
+    (encrypted_zip, "InvalidDatasetError", 6, "password"),
+    (corrupt_tar_gz, "InvalidDatasetError", 6, "could not be extracted"),
+    (corrupt_tar_xz, "InvalidDatasetError", 6, "could not be extracted"),
+    (image_directory_with_text_category_ids, "InvalidDatasetError", 6, "category ids must be integers"),
 ]
 
 
@@ -293,3 +395,95 @@ def test_out_of_memory_suggests_a_smaller_batch(tmp_path, capsys, digits, untrai
     assert code == 8, err
     assert err.startswith("ModuleOutOfMemoryError") and "Lower batch_size" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "_meta.yaml").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the output folder: nothing of the user's is deleted, nothing stale looks valid, nothing planted runs
+
+
+def test_output_inside_an_input_is_refused(tmp_path, capsys, digits, untrained_resnet18):
+    train, valid = digits
+    work = tmp_path / "work"
+    shutil.copytree(train, work / "train")
+    inputs = {work: tree_digest(work)}
+    code, err = run_main(capsys, untrained_resnet18, work / "train", valid, work)
+    assert code == 3 and err.startswith("InvalidParameterError") and "overlaps the input training_dataset" in err
+    check_clean_failure(err, work, inputs)
+
+
+def test_output_folder_holding_other_files_is_refused(tmp_path, capsys, digits, untrained_resnet18):
+    train, valid = digits
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "notes.txt").write_text("my notes")
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output)
+    assert code == 3 and "already holds files (notes.txt)" in err, err
+    assert (output / "notes.txt").read_text() == "my notes"
+
+
+def test_init_model_refuses_a_folder_holding_other_files(tmp_path, capsys):
+    from train_pytorch_model.init_model import main as init_main
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    code = init_main(["--model-name", "resnet18", "--pretrained", "false", "--untrained-model", str(folder)])
+    err = capsys.readouterr().err
+    assert code == 3 and "already holds files" in err and (folder / "keep.txt").exists()
+
+
+def test_failed_rerun_does_not_leave_the_earlier_model_looking_valid(tmp_path, capsys, digits, untrained_resnet18):
+    train, valid = digits
+    output = tmp_path / "out"
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output)
+    assert code == 0 and (output / "_meta.yaml").is_file(), err
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--learning-rate", "1e30")
+    assert code == 7, err
+    assert not (output / "_meta.yaml").exists(), "the earlier model must not pass for this run's result"
+
+
+def test_diverged_run_keeps_a_clean_model_and_strict_json(tmp_path, capsys, digits, untrained_resnet18, monkeypatch):
+    from train_pytorch_model import trainer
+
+    real = trainer.train_one_epoch
+    calls = []
+
+    def second_epoch_diverges(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        calls.append(stats)
+        if len(calls) == 2:
+            stats.loss = float("nan")
+        return stats
+
+    monkeypatch.setattr(trainer, "train_one_epoch", second_epoch_diverges)
+    train, valid = digits
+    output = tmp_path / "out"
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--epochs", "3")
+    assert code == 7, err
+    assert (output / "_meta.yaml").is_file() and not (output / ".checkpoint").exists()
+    text = (output / "training_summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in the summary"))
+    assert summary["history"][-1]["train_loss"] is None
+
+
+def test_planted_checkpoint_pickle_is_not_run(tmp_path, capsys, digits, untrained_resnet18):
+    train, valid = digits
+    output = tmp_path / "out"
+    (output / ".checkpoint").mkdir(parents=True)
+    torch.save({"fingerprint": Evil()}, output / ".checkpoint" / "state.pt")
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output)
+    assert code == 0, err
+    assert not Path("/tmp/train_pytorch_model_pwned").exists(), "code planted in the checkpoint was executed"
+
+
+def test_training_a_model_further_keeps_its_normalization(tmp_path, capsys, digits, untrained_resnet18):
+    # A trained output records the statistics it was trained with (ImageNet ones after pretrained weights);
+    # given back as the untrained model, it must be trained and saved with those, not the designer default.
+    train, valid = digits
+    statistics = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    inputs = [{"name": "image", "pre_processor": {"init_params": statistics}}]
+    model = _edit_spec(untrained_resnet18, tmp_path, lambda spec: spec.update(inputs=inputs))
+    code, err = run_main(capsys, model, train, valid, tmp_path / "out")
+    assert code == 0, err
+    recorded = json.loads((tmp_path / "out" / "preprocessing.json").read_text())
+    assert recorded["mean"] == pytest.approx(statistics["mean"]) and recorded["std"] == pytest.approx(statistics["std"])

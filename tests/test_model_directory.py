@@ -352,6 +352,25 @@ def test_pretrained_weights_come_from_the_hub_cache(tmp_path, monkeypatch, no_ne
     assert spec.num_classes is None
 
 
+class _Planted:
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/train_pytorch_model_hub_pwned"),))
+
+
+def test_a_pickle_planted_in_the_weights_cache_is_refused_not_run(tmp_path, monkeypatch, no_network):
+    torch_home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    url = torchvision.models.ResNet18_Weights.DEFAULT.url
+    torch.save({"conv1.weight": _Planted()}, checkpoints / os.path.basename(url))
+    folder = tmp_path / "pretrained"
+    with pytest.raises(InvalidModelDirectoryError, match="could not be loaded"):
+        write_untrained_model(folder, "resnet18", pretrained=True, flag=False)
+    assert not Path("/tmp/train_pytorch_model_hub_pwned").exists()
+    assert not (folder / "_meta.yaml").exists()
+
+
 def test_pretrained_without_cache_or_network_fails_clearly(tmp_path, monkeypatch, no_network):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     folder = tmp_path / "pretrained"
@@ -717,11 +736,12 @@ def test_init_model_main_writes_folder(tmp_path):
     assert (spec.architecture, spec.pretrained, spec.flag) == ("resnet18", False, False)
 
 
-def test_init_model_main_rewrites_existing_folder(tmp_path):
+def test_init_model_main_rewrites_an_earlier_output(tmp_path):
     folder = tmp_path / "out"
-    folder.mkdir()
-    (folder / "stale.txt").write_text("old")
-    args = ["--model-name", "resnet18", "--pretrained", "false", "--zero-init-residual", "true"]
+    args = ["--model-name", "resnet18", "--pretrained", "false"]
+    assert init_model.main([*args, "--untrained-model", str(folder)]) == 0
+    (folder / "stale.txt").write_text("old")  # left by an earlier writer: the folder is still an earlier output
+    args += ["--zero-init-residual", "true"]
     assert init_model.main([*args, "--untrained-model", str(folder)]) == 0
     assert not (folder / "stale.txt").exists()
     assert not (folder / ".staging").exists()

@@ -3,8 +3,10 @@ interrupted: same weights, same per-epoch metrics, one MLflow point per epoch.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,3 +103,43 @@ def test_killed_job_resumes_to_the_uninterrupted_result(tmp_path, digits, untrai
     assert [values[row["epoch"]] for row in summaries[0]["history"]] == [
         row["valid_loss"] for row in summaries[0]["history"]
     ]
+
+
+def test_checkpoint_of_other_images_under_the_same_names_is_not_resumed(
+    tmp_path, digits, untrained_resnet18, monkeypatch
+):
+    """An interrupted job, re-run on the same output with a training folder whose files have the same names but
+    other content, starts afresh instead of resuming a model trained on the old images."""
+    from conftest import write_digits_subset
+    from train_pytorch_model import trainer
+    from train_pytorch_model.train import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    train, valid = digits
+    output = tmp_path / "out"
+    arguments = ["--untrained-model", str(untrained_resnet18), "--validation-dataset", str(valid),
+                 "--trained-model", str(output), "--epochs", "2", "--batch-size", "8"]  # fmt: skip
+    real = trainer.train_one_epoch
+
+    def interrupted_in_epoch_two(*args, **kwargs):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    calls: list[int] = []
+    monkeypatch.setattr(trainer, "train_one_epoch", interrupted_in_epoch_two)
+    with contextlib.suppress(KeyboardInterrupt):
+        main(["--training-dataset", str(train), *arguments])
+    assert (output / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file()
+    monkeypatch.setattr(trainer, "train_one_epoch", real)
+
+    other = tmp_path / "other"  # the same file names, other scans in them
+    shutil.copytree(train, other)
+    fresh = write_digits_subset(tmp_path / "fresh", per_class=30, offset=60)
+    for label in ("0", "1", "7"):
+        for target, source in zip(sorted((other / label).iterdir()), sorted((fresh / label).iterdir()), strict=True):
+            target.write_bytes(source.read_bytes())
+    assert main(["--training-dataset", str(other), *arguments]) == 0
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["resumed_from_epoch"] == 0 and summary["last_epoch"] == 2

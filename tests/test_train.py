@@ -3,7 +3,9 @@ with a real MLflow store read back afterwards."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import json
 import math
 import re
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from conftest import REPO_ROOT, write_digits_subset
 from train_pytorch_model.command_line import run_component
@@ -141,6 +145,31 @@ def test_saved_weights_are_those_of_the_best_epoch(component_run):
     accuracy = float((frame["Scored Labels"].to_numpy() == np.array([f.parent.name for f in files])).mean())
     assert accuracy == pytest.approx(summary["best_valid_accuracy"], abs=1e-9)
     assert accuracy >= 0.8
+
+
+def test_pyfunc_takes_base64_strings_and_data_uris(component_run):
+    output, _, _, valid = component_run
+    model = mlflow.pyfunc.load_model(str(output))
+    files = sorted(valid.rglob("*.png"))[:4]
+    encoded = []
+    for file in files:  # real photos encode to thousands of characters, far beyond a file name's limit
+        buffer = io.BytesIO()
+        Image.open(file).resize((96, 96)).save(buffer, format="PNG")
+        encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    assert min(len(text) for text in encoded) > 300
+    by_text = model.predict(encoded)
+    by_uri = model.predict(pd.DataFrame({"image": ["data:image/png;base64," + text for text in encoded]}))
+    assert list(by_text["Scored Labels"]) == list(by_uri["Scored Labels"])
+    np.testing.assert_allclose(by_text.filter(like="Scored Probabilities").sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_checkpoint_is_neither_left_nor_uploaded(component_run):
+    output, env, _, _ = component_run
+    assert not (output / ".checkpoint").exists()
+    client, runs = runs_of(env)
+    uploaded = [item.path for item in client.list_artifacts(runs[0].info.run_id, "trained_model")]
+    assert "trained_model/MLmodel" in uploaded and "trained_model/model" in uploaded
+    assert not any(".checkpoint" in path for path in uploaded), uploaded
 
 
 def test_mlflow_pytorch_flavor_loads(component_run):

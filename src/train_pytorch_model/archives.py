@@ -6,13 +6,16 @@ land outside it (absolute paths, '..', links), so an archive cannot overwrite or
 
 from __future__ import annotations
 
+import lzma
 import os
 import shutil
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from .errors import InvalidDatasetError
+from .images import is_image_name
 
 ARCHIVE_SUFFIXES = (
     ".zip",
@@ -35,8 +38,9 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def _safe_member_path(name: str, archive: Path, subject: str) -> PurePosixPath | None:
-    member = PurePosixPath(name.replace("\\", "/"))
+def _safe_member_path(name: str, archive: Path, subject: str, backslash_is_separator: bool) -> PurePosixPath | None:
+    # Zip tools on Windows write '\\' between folders; in a tar it is an ordinary character of a name.
+    member = PurePosixPath(name.replace("\\", "/") if backslash_is_separator else name)
     if member.is_absolute() or ".." in member.parts or (member.parts and member.parts[0].endswith(":")):
         raise InvalidDatasetError(
             f"the archive '{archive.name}' holds the entry '{name}', which would be written outside the "
@@ -67,7 +71,15 @@ def extract_archive(archive: Path, destination: Path, subject: str) -> Path:
     except InvalidDatasetError:
         shutil.rmtree(destination, ignore_errors=True)
         raise
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, NotImplementedError) as exc:
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        NotImplementedError,
+        zlib.error,  # a corrupt .tar.gz
+        lzma.LZMAError,  # a corrupt .tar.xz
+    ) as exc:
         shutil.rmtree(destination, ignore_errors=True)
         raise InvalidDatasetError(
             f"the archive '{archive.name}' could not be extracted ({exc}).",
@@ -93,9 +105,16 @@ def _extract_zip(archive: Path, destination: Path, subject: str) -> None:
     with zipfile.ZipFile(archive) as bundle:
         _check_space(archive, destination, sum(info.file_size for info in bundle.infolist()), subject)
         for info in bundle.infolist():
-            target = _safe_member_path(info.filename, archive, subject)
+            target = _safe_member_path(info.filename, archive, subject, backslash_is_separator=True)
             if target is None:
                 continue
+            if info.flag_bits & 0x1:
+                raise InvalidDatasetError(
+                    f"the archive '{archive.name}' is encrypted (password-protected), so '{info.filename}' "
+                    "cannot be read.",
+                    "Repack the images without a password.",
+                    subject=subject,
+                )
             mode = (info.external_attr >> 16) & 0o170000
             if mode == 0o120000:  # a symbolic link stored in the zip
                 raise InvalidDatasetError(
@@ -115,9 +134,10 @@ def _extract_zip(archive: Path, destination: Path, subject: str) -> None:
 def _extract_tar(archive: Path, destination: Path, subject: str) -> None:
     with tarfile.open(archive) as bundle:
         members = bundle.getmembers()
+        _check_tar_ends_cleanly(bundle, archive, len(members), subject)
         _check_space(archive, destination, sum(m.size for m in members if m.isfile()), subject)
         for member in members:
-            target = _safe_member_path(member.name, archive, subject)
+            target = _safe_member_path(member.name, archive, subject, backslash_is_separator=False)
             if target is None:
                 continue
             if member.issym() or member.islnk() or member.isdev() or member.isfifo():
@@ -141,22 +161,42 @@ def _extract_tar(archive: Path, destination: Path, subject: str) -> None:
                 shutil.copyfileobj(source, sink, 1 << 20)
 
 
+def _check_tar_ends_cleanly(bundle: tarfile.TarFile, archive: Path, listed: int, subject: str) -> None:
+    """tarfile takes a damaged header for the end of the archive and silently lists only the entries before it.
+    Reading the rest of the stream makes gzip, bzip2 and xz check their checksums (a corrupt stream raises), and
+    anything but zero padding after the last entry means the listing stopped early."""
+    stream = bundle.fileobj
+    stream.seek(bundle.offset)
+    while chunk := stream.read(1 << 20):
+        if chunk.strip(b"\0"):
+            raise InvalidDatasetError(
+                f"the archive '{archive.name}' is damaged: its listing stops after {listed} entries, but data "
+                "follows.",
+                "Upload the archive again (the copy may be incomplete or corrupt), or repack it.",
+                subject=subject,
+            )
+
+
 def dataset_root(extracted: Path) -> Path:
     """The folder that holds the dataset inside an extracted archive.
 
-    Wrapper folders are descended ('data.zip' holding 'data/cat', 'data/dog' gives 'data'), but a single folder
-    of images is not: 'dog/*.png' stays a one-class ImageFolder, which the caller then rejects clearly.
+    Wrapper folders are descended ('data.zip' holding 'data/cat', 'data/dog' gives 'data'), also when hidden
+    files or loose non-image files (an AppleDouble '._data', a README) lie beside them; a single folder of
+    images is not: 'dog/*.png' stays a one-class ImageFolder, which the caller then rejects clearly.
     """
     current = extracted
-    while True:
-        entries = [entry for entry in current.iterdir() if entry.name not in JUNK_NAMES]
-        if len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
+    while not (current / "_meta.yaml").is_file():
+        entries = [e for e in current.iterdir() if e.name not in JUNK_NAMES and not e.name.startswith(".")]
+        folders = [e for e in entries if e.is_dir() and not e.is_symlink()]
+        images = [e for e in entries if not e.is_dir() and is_image_name(e.name)]
+        if len(folders) != 1 or images:
             return current
-        only = entries[0]
+        only = folders[0]
         if (only / "_meta.yaml").exists() or any(child.is_dir() for child in only.iterdir()):
             current = only
         else:
             return current
+    return current
 
 
 def safe_walk(root: Path):

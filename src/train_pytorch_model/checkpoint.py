@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".checkpoint"
 CHECKPOINT_FILE = "state.pt"
@@ -26,10 +29,27 @@ def fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks (weights files reach hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def rng_state() -> dict[str, Any]:
+    """Every generator's state as tensors and plain Python values, so that the checkpoint loads weights-only."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -39,7 +59,16 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["name"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -61,7 +90,9 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
     if not target.is_file():
         return None
     try:
-        # Written by this job into its own output; it holds NumPy and Python RNG states beside tensors.
-        return torch.load(target, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - a damaged checkpoint must not stop the job: start afresh
+        # Weights-only: the output folder may have been written by someone else, and nothing in it may run.
+        state = torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged or unsafe checkpoint must not stop the job: start afresh
+        log.warning("The checkpoint %s cannot be read safely (%s); training starts afresh.", target, exc)
         return None
+    return state if isinstance(state, dict) else None

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .archives import JUNK_NAMES, inside, safe_walk
 from .cli import run_cli
-from .designer_files import dump_json, dump_yaml, json_safe, publish
+from .designer_files import check_output_folder, dump_json, dump_yaml, json_safe, publish
 from .errors import InvalidDatasetError
 from .image_directory import CLASSIFICATION, CONVERT_HINT, load_labeled_images, locate_dataset, read_image_list
 from .images import BadImageError, decode_image, is_image_name
@@ -488,6 +488,7 @@ def write_image_directory(table: ImageTable, destination: Path) -> None:
 
 
 def convert(input_dataset: str | Path, output_dataset: str | Path) -> ImageTable:
+    check_output_folder(Path(output_dataset), {"input_dataset": Path(input_dataset)}, subject="Output dataset")
     with tempfile.TemporaryDirectory(prefix="convert-to-image-directory-") as scratch:
         table = list_dataset(input_dataset, SUBJECT, Path(scratch), check=True)
         write_image_directory(table, Path(output_dataset))

@@ -83,7 +83,8 @@ def choose_image_size(
     survey: ImageSurvey | None = None,
 ) -> tuple[int, int]:
     """One (height, width) for all images: the median training size, scaled down to fit max_size and up to
-    reach min_size, aspect ratio kept. Small images are not blown up further than the network needs."""
+    reach min_size, aspect ratio kept. Small images are not blown up further than the network needs. Each side
+    stays within [min_size, max_size] even when the aspect ratio cannot be kept (1 x 500 strips)."""
     survey = survey if survey is not None else survey_images(records, seed)
     widths = [w for (w, _), count in survey.sizes.items() for _ in range(count)]
     heights = [h for (_, h), count in survey.sizes.items() for _ in range(count)]
@@ -92,7 +93,8 @@ def choose_image_size(
     height, width = float(statistics.median(heights)), float(statistics.median(widths))
     scale = min(1.0, max_size / max(height, width))
     scale = max(scale, min_size / min(height, width))
-    return (max(min_size, round(height * scale)), max(min_size, round(width * scale)))
+    top = max(max_size, min_size)
+    return (min(top, max(min_size, round(height * scale))), min(top, max(min_size, round(width * scale))))
 
 
 def memory_budget_bytes(fraction: float = 0.5) -> int:

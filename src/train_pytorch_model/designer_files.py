@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from .errors import InvalidParameterError
+
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
 
 
@@ -48,6 +50,45 @@ def now_timestamp() -> str:
     return datetime.now(timezone.utc).strftime(TIME_FORMAT)
 
 
+# What an earlier run of one of our writers leaves in its output folder (finished, or killed part-way).
+OUTPUT_MARKERS = ("_meta.yaml", ".staging", ".checkpoint")
+
+
+def check_output_folder(destination: Path, inputs: dict[str, Path], subject: str) -> None:
+    """Refuse, before any work, an output folder whose writing would destroy data: one that is, holds or lies
+    inside an input, or one that already holds files and is not an earlier output of these components (its
+    contents would be replaced). On Azure ML outputs are fresh folders; this guards local and custom runs."""
+    out = os.path.realpath(destination)
+    for name, path in inputs.items():
+        real = os.path.realpath(path)
+        if out == real or out.startswith(real + os.sep) or real.startswith(out + os.sep):
+            raise InvalidParameterError(
+                f"the output folder '{destination}' overlaps the input {name} ('{path}'); writing the output "
+                "would replace that input.",
+                "Choose an output folder outside every input folder.",
+                subject=subject,
+            )
+    foreign = _foreign_entries(destination)
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise InvalidParameterError(
+            f"the output folder '{destination}' already holds files ({shown}) and is not an earlier output of "
+            "this component; writing the output would delete them.",
+            "Choose a new or empty output folder.",
+            subject=subject,
+        )
+
+
+def _foreign_entries(destination: Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Visible entries of a folder that is not an earlier output (none when it is one, or empty)."""
+    if not destination.is_dir():
+        return []
+    names = [entry.name for entry in destination.iterdir() if entry.name not in ignore]
+    if any(marker in names for marker in OUTPUT_MARKERS):
+        return []
+    return [name for name in names if not name.startswith(".")]
+
+
 def publish(staging: Path, destination: Path, keep: tuple[str, ...] = ()) -> None:
     """Move a fully written folder into destination so that it only ever looks valid when it is complete.
 
@@ -55,6 +96,13 @@ def publish(staging: Path, destination: Path, keep: tuple[str, ...] = ()) -> Non
     without it, which every reader refuses. Entries named in keep (the checkpoint folder) are left alone.
     """
     destination.mkdir(parents=True, exist_ok=True)
+    foreign = _foreign_entries(destination, ignore=(staging.name,))
+    if foreign:  # the last line of defence: never delete what these components did not write
+        raise InvalidParameterError(
+            f"the output folder '{destination}' holds files that are not an earlier output ({', '.join(foreign[:5])}).",
+            "Choose a new or empty output folder.",
+            subject="Output",
+        )
     meta = destination / "_meta.yaml"
     if meta.exists():
         meta.unlink()

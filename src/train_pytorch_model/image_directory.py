@@ -80,8 +80,9 @@ def locate_dataset(path: str | Path, subject: str, scratch: Path | None = None) 
     if not entries:
         raise InvalidDatasetError(f"the folder '{root}' is empty.", CONVERT_HINT, subject=subject)
     archives = [entry for entry in entries if is_archive(entry)]
-    # Loose non-image files beside the archive (a README, a licence) do not make the folder an ImageFolder.
-    others = [entry for entry in entries if entry not in archives and (entry.is_dir() or is_image_name(entry.name))]
+    # Loose non-image files or folders beside the archive (a README, a licence, logs/) do not make the folder an
+    # ImageFolder; only images do.
+    others = [entry for entry in entries if entry not in archives and _holds_images(entry)]
     if archives and not others:
         if len(archives) > 1:
             names = ", ".join(sorted(a.name for a in archives))
@@ -94,6 +95,12 @@ def locate_dataset(path: str | Path, subject: str, scratch: Path | None = None) 
     return root
 
 
+def _holds_images(entry: Path) -> bool:
+    if entry.is_dir():
+        return any(is_image_name(name) for _, names in safe_walk(entry) for name in names)
+    return is_image_name(entry.name)
+
+
 def _extract(archive: Path, subject: str, scratch: Path | None) -> Path:
     base = Path(tempfile.mkdtemp(prefix="dataset-", dir=scratch))
     extracted = extract_archive(archive, base / "extracted", subject)
@@ -104,15 +111,25 @@ def _extract(archive: Path, subject: str, scratch: Path | None) -> Path:
 
 def _load_image_folder(root: Path, subject: str) -> LabeledImages:
     _refuse_coco(root, subject)
-    class_dirs = sorted(
+    folders = sorted(
         entry
         for entry in root.iterdir()
-        if entry.is_dir() and entry.name not in JUNK_NAMES and not entry.name.startswith(".") and inside(root, entry)
+        if entry.is_dir() and entry.name not in JUNK_NAMES and not entry.name.startswith(".")
     )
+    class_dirs = [folder for folder in folders if inside(root, folder)]
     root_images = sorted(p.name for p in root.iterdir() if p.is_file() and is_image_name(p.name))
     records: list[ImageRecord] = []
     classes: list[str] = []
     skipped: list[tuple[str, str]] = []
+    for folder in folders:
+        if folder not in class_dirs:
+            skipped.append((folder.name + "/", "a class folder that is a link leading outside the input folder"))
+            log.warning(
+                "%s: the class folder '%s' is a link leading outside the input folder and is ignored; copy its "
+                "images into the input instead.",
+                subject,
+                folder.name,
+            )
     for class_dir in class_dirs:
         files = [folder / name for folder, names in safe_walk(class_dir) for name in names if is_image_name(name)]
         outside = [f for f in files if not inside(root, f)]
@@ -280,11 +297,24 @@ def _load_image_directory(root: Path, subject: str) -> LabeledImages:
             "Convert a folder with one subfolder per class instead.",
             subject=subject,
         )
-    id_to_name = {}
+    id_to_name: dict[int, str] = {}
+    unnumbered: list[str] = []
     for category in properties.get("categories") or []:
-        if isinstance(category, dict) and "name" in category:
-            id_to_name[category.get("id")] = str(category["name"])
-    declared = [id_to_name[key] for key in sorted(id_to_name, key=lambda k: (not isinstance(k, int), k))]
+        if not isinstance(category, dict) or "name" not in category:
+            continue
+        name, key = str(category["name"]), category.get("id")
+        if key is None:
+            unnumbered.append(name)
+        elif isinstance(key, int) and not isinstance(key, bool):
+            id_to_name[key] = name
+        else:
+            raise InvalidDatasetError(
+                f"the category '{name}' in '{listing.schema_file.name}' has the id {key!r}; category ids must be "
+                "integers.",
+                "Convert the images again with Convert to Image Directory, or fix the ids in the schema.",
+                subject=subject,
+            )
+    declared = [id_to_name[key] for key in sorted(id_to_name)] + unnumbered
 
     records, skipped = _labeled_records(listing, label_column["name"], id_to_name)
     if not records:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
 # Suffixes read as images (lower-cased). The designer refuses .gif; PIL reads its first frame, so we take it.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 
 # A decompression bomb is refused rather than decoded: 16k x 16k pixels is far beyond any training image.
+# _open checks the header's size itself (warnings.catch_warnings is not thread-safe, and images are opened in a
+# thread pool); PIL's own limit stays as a second line of defence, and its warning, which only repeats the
+# check, is silenced.
 MAX_IMAGE_PIXELS = 16384 * 16384
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# Photo tools embed XMP and ICC metadata in PNG text chunks larger than PIL's 1 MB default; the designer raises
+# the limit the same way, so such files are images, not errors.
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 100 * ImageFile.SAFEBLOCK)
+PngImagePlugin.MAX_TEXT_MEMORY = max(PngImagePlugin.MAX_TEXT_MEMORY, 100 * ImageFile.SAFEBLOCK)
 
 
 class BadImageError(Exception):
@@ -26,15 +36,27 @@ def is_image_name(name: str) -> bool:
 
 
 def _open(source: Path | bytes) -> Image.Image:
-    with warnings.catch_warnings():
-        # PIL only warns between MAX_IMAGE_PIXELS and twice that; treat the warning as the refusal it should be.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    if not isinstance(source, bytes):
+        # A named pipe or a device called x.png would block the reader forever: only regular files are opened.
         try:
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise BadImageError(f"refused as a decompression bomb ({exc})") from exc
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise BadImageError(f"not a readable image ({exc})") from exc
+            if not stat.S_ISREG(os.stat(source).st_mode):
+                raise BadImageError("not a regular file (a pipe, socket or device)")
+        except OSError as exc:
+            raise BadImageError(f"cannot be read ({exc.strerror or exc})") from exc
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(f"refused as a decompression bomb ({exc})") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BadImageError(f"not a readable image ({exc})") from exc
+    width, height = image.size
+    limit = min(MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS)  # a lower limit set in PIL holds
+    if width * height > limit:
+        image.close()
+        raise BadImageError(
+            f"refused as a decompression bomb ({width}x{height} = {width * height} pixels, more than the "
+            f"{limit} allowed)"
+        )
     return image
 
 
@@ -58,20 +80,21 @@ def read_size(path: Path) -> tuple[int, int]:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB: grayscale, palette (with transparency), RGBA, CMYK and 16-bit alike."""
+    """Any PIL mode to 8-bit RGB: grayscale, palette (with transparency), RGBA, CMYK and 16-bit alike.
+
+    High-bit-depth pixels are scaled from a fixed range, never from the image's own content, so that one value
+    gives one brightness in every image of a dataset: 16-bit (and 32-bit integer) from 0-65535, as torchvision
+    converts them; floating point from 0.0-1.0. Values outside the range are clipped.
+    """
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # convert("RGB") clips 16-bit values at 255; scale the real range down instead.
+        # convert("RGB") would clip 16-bit values at 255 instead of scaling them.
         array = np.asarray(image, dtype=np.float64)
-        # The bit depth is not recorded: 12-bit scans (medical, microscopy) sit in 16-bit containers.
-        peak = float(array.max()) if array.size else 0.0
-        top = 255.0 if peak <= 255 else 4095.0 if peak <= 4095 else 65535.0 if peak <= 65535 else peak
-        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        gray = np.clip(array / 257.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
+        gray = np.clip(array * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image if image.mode == "RGB" else image.convert("RGB")
@@ -90,7 +113,7 @@ def decode_image(source: Path | bytes, size: tuple[int, int] | None = None) -> n
             return np.asarray(image, dtype=np.uint8).copy()
     except BadImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise BadImageError(f"refused as a decompression bomb ({exc})") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise BadImageError(f"corrupt or truncated image ({exc})") from exc

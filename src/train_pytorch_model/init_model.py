@@ -9,12 +9,13 @@ when present) and are stored in the folder, so that training never needs the net
 from __future__ import annotations
 
 import argparse
+import pickle
 import shutil
 import sys
 from pathlib import Path
 
 from .cli import run_cli
-from .designer_files import publish
+from .designer_files import check_output_folder, publish
 from .errors import InvalidModelDirectoryError, InvalidParameterError
 from .model_directory import write_model_directory
 from .models import FAMILIES, DesignerNet, build_network, build_pretrained_network, family_of_architecture
@@ -22,6 +23,7 @@ from .params import parse_bool
 
 
 def write_untrained_model(destination: Path, model_name: str, pretrained: bool, flag: bool) -> None:
+    check_output_folder(destination, {}, subject="Output untrained_model")
     try:
         family = family_of_architecture(model_name)
     except KeyError as exc:
@@ -31,7 +33,7 @@ def write_untrained_model(destination: Path, model_name: str, pretrained: bool, 
     if pretrained:
         try:
             network = build_pretrained_network(model_name, flag)
-        except (OSError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
             raise InvalidModelDirectoryError(
                 f"the ImageNet weights of {model_name} could not be loaded ({exc}).",
                 "Check the compute's network access, or place the torchvision weights file in "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +97,10 @@ def read_model_directory(path: str | Path, subject: str = "Untrained model") -> 
             "state_dict models are read (pickled modules could run arbitrary code).",
         )
     extras = spec.get("flavor_extras") or {}
+    if not isinstance(extras, dict):
+        raise _fail(subject, root, f"flavor_extras is {extras!r}, not a mapping.")
     key = (extras.get("module"), extras.get("class"))
-    if key not in ALLOWED_CLASSES:
+    if not all(isinstance(part, str) for part in key) or key not in ALLOWED_CLASSES:
         allowed = ", ".join(f"{m}.{c}" for m, c in ALLOWED_CLASSES)
         raise _fail(
             subject,
@@ -122,18 +125,22 @@ def read_model_directory(path: str | Path, subject: str = "Untrained model") -> 
     if task != TASK_TYPE:
         raise _fail(subject, root, f"its task type is '{task}'; only {TASK_TYPE} is trained.")
     weights_file = root / str(spec.get("model_file") or MODEL_FILE)
-    if not inside(root, weights_file) or not weights_file.is_file():
+    if not inside(root, weights_file):
+        raise _fail(subject, root, f"the weights file '{weights_file.name}' lies outside the folder (a link?).")
+    if not weights_file.is_file():
         raise _fail(subject, root, f"the weights file '{weights_file.name}' is missing.")
     num_classes = init_params.get("num_classes")
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
         raise _fail(subject, root, f"num_classes is {num_classes!r}, not a positive integer.")
-    mean, std = _normalization(spec)
+    mean, std = _normalization(spec, subject, root)
     return ModelSpec(
         root=root,
         family=family,
         architecture=architecture,
-        pretrained=bool(init_params.get("pretrained", False)),
-        flag=bool(init_params.get(family.flag, False)),
+        pretrained=_flag(init_params, "pretrained", subject, root),
+        flag=_flag(init_params, family.flag, subject, root),
         weights_file=weights_file,
         num_classes=num_classes,
         classes=_read_labels(root, spec, subject),
@@ -143,11 +150,31 @@ def read_model_directory(path: str | Path, subject: str = "Untrained model") -> 
     )
 
 
-def _normalization(spec: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    for item in spec.get("inputs") or []:
-        params = ((item or {}).get("pre_processor") or {}).get("init_params") or {}
-        mean, std = params.get("mean") or DESIGNER_MEAN, params.get("std") or DESIGNER_STD
-        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+def _flag(init_params: dict, name: str, subject: str, root: Path) -> bool:
+    """A yes/no parameter: YAML booleans (and 0/1) only; the string 'false' is not silently true."""
+    value = init_params.get(name, False)
+    if value is None:
+        return False
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise _fail(subject, root, f"init_params.{name} is {value!r}, not true or false.")
+
+
+def _normalization(spec: dict, subject: str, root: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and std recorded in the spec's inputs (the designer's default when absent)."""
+    inputs = spec.get("inputs") or []
+    if not isinstance(inputs, list):
+        raise _fail(subject, root, f"'inputs' is {inputs!r}, not a list.")
+    for item in inputs:
+        try:
+            params = ((item or {}).get("pre_processor") or {}).get("init_params") or {}
+            mean, std = params.get("mean") or DESIGNER_MEAN, params.get("std") or DESIGNER_STD
+            mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise _fail(subject, root, f"the input normalization in the spec cannot be read ({exc}).") from exc
+        if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+            raise _fail(subject, root, f"the input normalization (mean {mean}, std {std}) is not 3 finite values.")
+        return mean, std
     return DESIGNER_MEAN, DESIGNER_STD
 
 
@@ -158,7 +185,10 @@ def _read_labels(root: Path, spec: dict, subject: str) -> list[str] | None:
     path = root / str(name)
     if not inside(root, path) or not path.is_file():
         raise _fail(subject, root, f"the label map '{name}' is missing.")
-    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    try:
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _fail(subject, root, f"the label map '{name}' cannot be read ({exc}).") from exc
     labels = {}
     for row in rows[1:]:
         if len(row) >= 2 and row[0].strip().lstrip("-").isdigit():

@@ -126,6 +126,9 @@ def build_pretrained_network(architecture: str, flag: bool = False) -> nn.Module
     the old DenseNet keys, which is why the builder and not a bare state-dict load is used."""
     family = family_of_architecture(architecture)
     weights = torchvision.models.get_model_weights(architecture).DEFAULT
+    # torchvision unpickles the cached file without weights_only: read it weights-only first, so that a file
+    # planted in the cache that holds anything but tensors is refused before it can run.
+    torch.hub.load_state_dict_from_url(weights.url, progress=False, map_location="cpu", weights_only=True)
     return torchvision.models.get_model(architecture, weights=weights, progress=False, **{family.flag: flag})
 
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from .cli import run_cli
 from .convert_to_image_directory import ImageTable, list_dataset
-from .designer_files import dump_json, dump_yaml, json_safe, publish
+from .designer_files import check_output_folder, dump_json, dump_yaml, json_safe, publish
 from .errors import InvalidDatasetError, InvalidModelDirectoryError
 from .images import BadImageError, decode_image
 from .model_directory import FIX_HINT, ModelSpec, load_weights, read_model_directory
@@ -334,6 +334,8 @@ def write_dataframe_directory(frame: pd.DataFrame, schema: dict, destination: Pa
 
 
 def score_image_model(trained_model: str | Path, dataset: str | Path, scored_dataset: str | Path) -> pd.DataFrame:
+    inputs = {"trained_model": Path(trained_model), "dataset": Path(dataset)}
+    check_output_folder(Path(scored_dataset), inputs, subject="Output scored_dataset")
     model = load_trained_model(trained_model)
     with tempfile.TemporaryDirectory(prefix="score-image-model-") as scratch:
         table = list_dataset(dataset, DATA_SUBJECT, Path(scratch), check=False)

@@ -64,13 +64,25 @@ def image_to_array(item: object, size: tuple[int, int]) -> np.ndarray:
         return decode_image(bytes(item), size)
     if isinstance(item, (str, Path)):
         text = str(item)
-        if Path(text).is_file():
+        if _is_file(text):
             return decode_image(Path(text), size)
+        if text.startswith("data:") and "," in text:  # a data URI: data:image/png;base64,....
+            text = text.split(",", 1)[1]
         try:
-            return decode_image(base64.b64decode(text, validate=True), size)
+            return decode_image(base64.b64decode("".join(text.split()), validate=True), size)
         except (binascii.Error, ValueError) as exc:
             raise ValueError(f"'{text[:60]}' is neither an existing file nor base64 image bytes") from exc
     raise TypeError(f"cannot read an image from a {type(item).__name__}")
+
+
+def _is_file(text: str) -> bool:
+    """Whether text names an existing file; a long base64 string is not a path (and makes stat fail)."""
+    if len(text) > 4096 or "\0" in text:
+        return False
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 @torch.inference_mode()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import platform
 import random
 import shutil
@@ -26,6 +27,7 @@ from torch.utils.data import DistributedSampler
 from . import __version__
 from .checkpoint import (
     CHECKPOINT_DIR,
+    file_digest,
     fingerprint,
     load_checkpoint,
     restore_rng_state,
@@ -41,7 +43,7 @@ from .data import (
     default_workers,
     survey_images,
 )
-from .designer_files import publish
+from .designer_files import check_output_folder, publish
 from .distributed import DistributedContext, init_distributed
 from .engine import EarlyStopping, Precision, evaluate, train_one_epoch
 from .errors import (
@@ -56,8 +58,6 @@ from .image_directory import LabeledImages, load_labeled_images
 from .mlflow_model import save_mlflow_model
 from .model_directory import ModelSpec, load_weights, read_model_directory, write_model_directory
 from .models import (
-    DESIGNER_MEAN,
-    DESIGNER_STD,
     IMAGENET_MEAN,
     IMAGENET_STD,
     DesignerNet,
@@ -122,11 +122,18 @@ def build_model(spec: ModelSpec, num_classes: int) -> tuple[DesignerNet, dict]:
     head_prefix = f"model.{head_name}."
     loaded, missing = load_matching(model, state)
     body_missing = [k for k in missing if not k.startswith(head_prefix)]
-    if body_missing:
+    # Tensors the network has no place for mean a deeper or wider relative (resnet34 weights in a resnet18):
+    # its first blocks would fit by name and shape, and the rest would be dropped without a word.
+    unexpected = sorted(set(state) - set(model.state_dict()))
+    if body_missing or unexpected:
         expected = len(model.state_dict())
+        problem = (
+            f"{len(body_missing)} of {expected} tensors missing or of another shape, e.g. {body_missing[0]}"
+            if body_missing
+            else f"{len(unexpected)} tensors that a {spec.architecture} does not have, e.g. {unexpected[0]}"
+        )
         raise InvalidModelDirectoryError(
-            f'ModelDirectory "{spec.root}" is invalid: its weights do not fit a {spec.architecture} '
-            f"({len(body_missing)} of {expected} tensors missing or of another shape, e.g. {body_missing[0]}).",
+            f'ModelDirectory "{spec.root}" is invalid: its weights do not fit a {spec.architecture} ({problem}).',
             "The weights file must come from the same architecture as model_spec.yaml names; re-create the "
             "untrained model with the DenseNet or ResNet module.",
             subject="Untrained model",
@@ -183,6 +190,17 @@ def run(settings: Settings) -> dict:
     started = time.perf_counter()
     context = init_distributed()
     output = settings.trained_model
+    inputs = {
+        "untrained_model": settings.untrained_model,
+        "training_dataset": settings.training_dataset,
+        "validation_dataset": settings.validation_dataset,
+    }
+    check_output_folder(output, inputs, subject="Output trained_model")
+    if context.is_main and (output / "_meta.yaml").is_file():
+        # A model from an earlier run is replaced: until this run publishes its own, the folder must not look
+        # valid, or a failure would leave the old model looking like this run's result.
+        log.info("The output folder holds an earlier model; it is replaced when this run finishes.")
+        (output / "_meta.yaml").unlink()
     output.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = output / CHECKPOINT_DIR
     seed_everything(settings.random_seed)
@@ -218,7 +236,9 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
         size = choose_image_size(
             train_set.records, min_size, settings.max_image_size, settings.random_seed, survey=train_survey
         )
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if spec.pretrained else (DESIGNER_MEAN, DESIGNER_STD)
+    # ImageNet weights need ImageNet statistics; otherwise the folder's own (a trained output records the
+    # statistics it was trained with, so training it further keeps them).
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if spec.pretrained else (spec.mean, spec.std)
     workers = settings.num_workers or default_workers()
     log.info(
         "Training %s on %d images of %d classes at %dx%d; validating on %d images.",
@@ -293,9 +313,12 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
         "image_size": list(size),
         "world_size": world,
         "architecture": spec.architecture,
+        "pretrained": spec.pretrained,
+        "untrained_weights_sha256": file_digest(spec.weights_file),
         "classes": classes,
-        "train": [(str(r.path.relative_to(train_set.root)), r.label) for r in train_set.records],
-        "valid": [(str(r.path.relative_to(valid_set.root)), r.label) for r in valid_set.records],
+        # Sizes as well as names: a dataset replaced under the same file names must not resume an old run.
+        "train": [(str(r.path.relative_to(train_set.root)), r.label, _size(r.path)) for r in train_set.records],
+        "valid": [(str(r.path.relative_to(valid_set.root)), r.label, _size(r.path)) for r in valid_set.records],
     }
     digest = fingerprint(run_settings)
     history: list[dict] = []
@@ -548,10 +571,12 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
             )
 
         write_output(settings.trained_model, network, spec, classes, size, mean, std, train_set, summary, report)
+        # The checkpoint (weights, momentum and best weights: 3x the model) has served its purpose; removed
+        # before the upload so that it never ends up among the run's artifacts.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
         tracker.log_artifacts(settings.trained_model, "trained_model")
         for name in (*REPORT_FILES, SUMMARY_FILE):
             tracker.log_artifact(settings.trained_model / name)
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
         status = "FINISHED"
         context.barrier()
         return summary
@@ -561,6 +586,24 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
         raise
     finally:
         tracker.end(status)
+
+
+def _finite(value):
+    """NaN and infinities (a diverged epoch's loss) as null: strict JSON readers refuse bare NaN."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
 
 
 def _eval_batches(
@@ -599,6 +642,8 @@ def _diverged(settings, spec, classes, size, mean, std, best_state, stopper, tra
             "classes": classes,
         }
         write_output(settings.trained_model, model, spec, classes, size, mean, std, train_set, summary)
+        # Resuming would only diverge again: the run is over, and its output is the kept model alone.
+        shutil.rmtree(settings.trained_model / CHECKPOINT_DIR, ignore_errors=True)
         kept = f" The model of epoch {stopper.best_epoch}, the best before that, was saved."
     raise TrainingDivergedError(
         f"the loss became NaN or infinite at epoch {epoch}.{kept}",
@@ -640,7 +685,8 @@ def write_output(
     preprocessing.save(staging / PREPROCESSING_FILE)
     if report is not None:
         report(staging)
-    (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(_finite(summary), indent=2, ensure_ascii=False, allow_nan=False)
+    (staging / SUMMARY_FILE).write_text(text + "\n", encoding="utf-8")
     save_mlflow_model(copy.deepcopy(model), preprocessing, staging)
     publish(staging, destination, keep=(CHECKPOINT_DIR,))
 
