@@ -111,7 +111,38 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings[name] = DRY_RUN_PLACEHOLDERS[name]
     for key in ("default_compute", "train_compute"):
         settings[key] = str(settings[key]).removeprefix("azureml:")
+    check_parameter_values(settings)
     return settings
+
+
+# Which component input each parameter setting feeds (its type, enum, min and max are checked against it).
+PARAMETER_INPUTS = {
+    "model_name": ("resnet", "model_name"),
+    "pretrained": ("resnet", "pretrained"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "learning_rate": ("train", "learning_rate"),
+    "random_seed": ("train", "random_seed"),
+    "patience": ("train", "patience"),
+}
+
+
+def check_parameter_values(settings: Mapping[str, Any]) -> None:
+    """A value from the config file gets the same checks as one from the command line, and both the component's
+    own (type, enum, min, max), so that a bad value fails here rather than on the compute after the first steps."""
+    from train_pytorch_model.command_line import input_value_problem
+
+    problems = []
+    for name in _INTEGERS:
+        if isinstance(settings[name], bool) or not isinstance(settings[name], int):
+            problems.append(f"{name} is {settings[name]!r}, not an integer")
+    for name, (component, input_name) in PARAMETER_INPUTS.items():
+        spec = yaml.safe_load(COMPONENTS[component].read_text(encoding="utf-8"))
+        problem = input_value_problem(spec["inputs"][input_name], settings[name])
+        if problem:
+            problems.append(f"{name} {problem}")
+    if problems:
+        raise ValueError("; ".join(dict.fromkeys(problems)))
 
 
 def _data_input(path: str) -> Any:
@@ -246,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = resolve_settings(args)
         job = build_pipeline(settings)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, yaml.YAMLError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.dry_run:

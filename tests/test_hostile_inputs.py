@@ -487,3 +487,25 @@ def test_training_a_model_further_keeps_its_normalization(tmp_path, capsys, digi
     assert code == 0, err
     recorded = json.loads((tmp_path / "out" / "preprocessing.json").read_text())
     assert recorded["mean"] == pytest.approx(statistics["mean"]) and recorded["std"] == pytest.approx(statistics["std"])
+
+
+def test_convert_refuses_to_overwrite_a_designer_folder_of_another_kind(tmp_path, capsys, digits):
+    from conftest import DESIGNER
+    from train_pytorch_model.convert_to_image_directory import main as convert_main
+
+    train, _ = digits
+    target = tmp_path / "a_model"
+    shutil.copytree(DESIGNER / "trained_model", target)
+    before = tree_digest(target)
+    code = convert_main(["--input-dataset", str(train), "--output-dataset", str(target)])
+    assert code == 3 and "already holds files" in capsys.readouterr().err
+    assert tree_digest(target) == before
+
+
+def test_an_empty_folder_argument_is_refused_not_taken_as_the_current_folder(capsys, digits, untrained_resnet18):
+    train, valid = digits
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--untrained-model", str(untrained_resnet18), "--training-dataset", "", "--validation-dataset",
+              str(valid), "--trained-model", "out"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "is empty (an unset variable?)" in capsys.readouterr().err

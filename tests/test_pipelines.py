@@ -191,6 +191,18 @@ def test_submit_script_rejects_unknown_config_keys(aml: Any, tmp_path: Path) -> 
     assert "epoch" in result.stderr
 
 
+def test_submit_script_checks_config_values_like_the_command_line(aml: Any, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("epochs: abc\nmodel_name: resnet19\nlearning_rate: 0\n", encoding="utf-8")
+    result = _submit_script("--config", str(config), "--dry-run")
+    assert result.returncode == 2, result.stderr
+    assert "epochs is 'abc', not an integer" in result.stderr and "'resnet19', not one of" in result.stderr
+    assert "learning_rate is 0, below the minimum" in result.stderr
+    config.write_text("a: [b\n", encoding="utf-8")
+    result = _submit_script("--config", str(config), "--dry-run")
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
 # --- the local runner on small synthetic components -------------------------------------------------------
 
 
@@ -342,6 +354,32 @@ def test_unbound_required_input_fails_before_anything_runs(tmp_path: Path, capsy
     err = _run_expecting_error([str(pipeline), "--workdir", str(work)], capsys)
     assert "step 'second', input 'data'" in err  # required though the command does not use it
     assert not work.exists()
+
+
+def test_bad_values_fail_before_anything_runs(chain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "work"
+    (tmp_path / "extra").mkdir()
+    err = _run_expecting_error([str(chain), "--workdir", str(work), "--set", "jobs.append.inputs.times=abc"], capsys)
+    assert "step 'append': input 'times' is 'abc', not an integer" in err
+    err = _run_expecting_error([str(chain), "--workdir", str(work), "--input", "extra="], capsys)
+    assert "--input extra= has no value" in err  # an unset variable must not bind the current folder
+    assert not work.exists()
+
+
+def test_job_level_data_paths_are_relative_to_the_yaml(chain: Path, tmp_path: Path) -> None:
+    (tmp_path / "data" / "elsewhere").mkdir(parents=True)
+    document = yaml.safe_load(chain.read_text(encoding="utf-8"))
+    document["jobs"]["count"]["inputs"]["extra"] = {"type": "uri_folder", "path": "data/elsewhere"}
+    nested = tmp_path / "sub" / "deeper"
+    nested.mkdir(parents=True)
+    moved = nested / "pipeline.yaml"
+    for job in document["jobs"].values():
+        job["component"] = "../../" + job["component"]
+    document["jobs"]["count"]["inputs"]["extra"]["path"] = "../../data/elsewhere"
+    moved.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    steps = plan_pipeline(moved, workdir=tmp_path / "work")
+    count = next(step for step in steps if step.name == "count")
+    assert Path(count.inputs["extra"]).resolve() == (tmp_path / "data" / "elsewhere").resolve()
 
 
 def test_unbound_parent_input_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -170,8 +170,7 @@ def _check_tar_ends_cleanly(bundle: tarfile.TarFile, archive: Path, listed: int,
     while chunk := stream.read(1 << 20):
         if chunk.strip(b"\0"):
             raise InvalidDatasetError(
-                f"the archive '{archive.name}' is damaged: its listing stops after {listed} entries, but data "
-                "follows.",
+                f"the archive '{archive.name}' is damaged: its listing stops after {listed} entries, but data follows.",
                 "Upload the archive again (the copy may be incomplete or corrupt), or repack it.",
                 subject=subject,
             )

@@ -29,6 +29,7 @@ Usage from the shell::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shlex
@@ -103,6 +104,58 @@ def load_component_spec(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(spec.get("command"), str):
         raise ComponentSpecError(f"{path}: a command component needs a 'command' string")
     return spec
+
+
+def input_value_problem(definition: Mapping[str, Any], value: object) -> str | None:
+    """What is wrong with a value for a component input of this definition, or None when it fits: its type, its
+    enum, its min and max, an empty path. Azure ML refuses a wrong type or enum value at submission; min and max
+    it leaves to the component, but a local run checks them too, so that a pipeline fails before its first step
+    rather than in its third."""
+    if value is None:
+        return None
+    kind = str(definition.get("type", "string"))
+    text = (os.fspath(value) if isinstance(value, os.PathLike) else str(value)).strip()
+    if kind not in ("integer", "number", "boolean", "string"):  # a data input: a folder, file or URI
+        return "is empty; give a folder or file" if not text else None
+    if kind == "boolean":
+        if not isinstance(value, bool) and text.lower() not in ("true", "false"):
+            return f"is {value!r}, not true or false"
+        return None
+    number: float | None = None
+    if kind == "integer":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            return f"is {value!r}, not an integer"
+        try:
+            number = int(value) if isinstance(value, (int, float)) else int(text)
+        except ValueError:
+            return f"is {value!r}, not an integer"
+    elif kind == "number":
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not math.isfinite(number):
+            return f"is {value!r}, not a finite number"
+    enum = definition.get("enum")
+    if enum is not None and text not in {str(option) for option in enum}:
+        return f"is {value!r}, not one of {', '.join(map(str, enum))}"
+    if number is not None:
+        if definition.get("min") is not None and number < float(definition["min"]):
+            return f"is {value!r}, below the minimum {definition['min']}"
+        if definition.get("max") is not None and number > float(definition["max"]):
+            return f"is {value!r}, above the maximum {definition['max']}"
+    return None
+
+
+def check_input_values(spec: Mapping[str, Any], inputs: Mapping[str, object]) -> list[str]:
+    """One message per bound input whose value does not fit its definition (see input_value_problem)."""
+    declared = _declared(spec, "inputs")
+    problems = []
+    for name, value in inputs.items():
+        problem = input_value_problem(declared.get(name) or {}, value)
+        if problem:
+            problems.append(f"input {name!r} {problem}")
+    return problems
 
 
 def _format_value(value: object) -> str:
@@ -269,6 +322,8 @@ def _parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise argparse.ArgumentTypeError(f"--{what} expects NAME=VALUE, got {pair!r}")
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"--{what} {name}= has no value (an unset variable?)")
         parsed[name] = value
     return parsed
 

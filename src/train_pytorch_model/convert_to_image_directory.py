@@ -43,6 +43,7 @@ from .designer_files import check_output_folder, dump_json, dump_yaml, json_safe
 from .errors import InvalidDatasetError
 from .image_directory import CLASSIFICATION, CONVERT_HINT, load_labeled_images, locate_dataset, read_image_list
 from .images import BadImageError, decode_image, is_image_name
+from .params import path_argument
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +489,9 @@ def write_image_directory(table: ImageTable, destination: Path) -> None:
 
 
 def convert(input_dataset: str | Path, output_dataset: str | Path) -> ImageTable:
-    check_output_folder(Path(output_dataset), {"input_dataset": Path(input_dataset)}, subject="Output dataset")
+    check_output_folder(
+        Path(output_dataset), {"input_dataset": Path(input_dataset)}, subject="Output dataset", kind="ImageDirectory"
+    )
     with tempfile.TemporaryDirectory(prefix="convert-to-image-directory-") as scratch:
         table = list_dataset(input_dataset, SUBJECT, Path(scratch), check=True)
         write_image_directory(table, Path(output_dataset))
@@ -499,8 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="train_pytorch_model.convert_to_image_directory", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--input-dataset", required=True, help="ImageFolder, flat, COCO or archive folder")
-    parser.add_argument("--output-dataset", required=True, help="output folder (ImageDirectory)")
+    parser.add_argument(
+        "--input-dataset", required=True, type=path_argument, help="ImageFolder, flat, COCO or archive folder"
+    )
+    parser.add_argument("--output-dataset", required=True, type=path_argument, help="output folder (ImageDirectory)")
 
     def body() -> None:
         args = parser.parse_args(argv)

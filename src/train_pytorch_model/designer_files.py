@@ -50,11 +50,7 @@ def now_timestamp() -> str:
     return datetime.now(timezone.utc).strftime(TIME_FORMAT)
 
 
-# What an earlier run of one of our writers leaves in its output folder (finished, or killed part-way).
-OUTPUT_MARKERS = ("_meta.yaml", ".staging", ".checkpoint")
-
-
-def check_output_folder(destination: Path, inputs: dict[str, Path], subject: str) -> None:
+def check_output_folder(destination: Path, inputs: dict[str, Path], subject: str, kind: str) -> None:
     """Refuse, before any work, an output folder whose writing would destroy data: one that is, holds or lies
     inside an input, or one that already holds files and is not an earlier output of these components (its
     contents would be replaced). On Azure ML outputs are fresh folders; this guards local and custom runs."""
@@ -68,7 +64,7 @@ def check_output_folder(destination: Path, inputs: dict[str, Path], subject: str
                 "Choose an output folder outside every input folder.",
                 subject=subject,
             )
-    foreign = _foreign_entries(destination)
+    foreign = _foreign_entries(destination, kind)
     if foreign:
         shown = ", ".join(sorted(foreign)[:5]) + (", ..." if len(foreign) > 5 else "")
         raise InvalidParameterError(
@@ -79,14 +75,24 @@ def check_output_folder(destination: Path, inputs: dict[str, Path], subject: str
         )
 
 
-def _foreign_entries(destination: Path, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Visible entries of a folder that is not an earlier output (none when it is one, or empty)."""
+def _foreign_entries(destination: Path, kind: str | None, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Visible entries of a folder that is not an earlier output of a writer of kind (none when it is one, or
+    is empty). An earlier output holds a checkpoint or a staging folder, or a '_meta.yaml' of that type: a
+    designer folder of another type (an ImageDirectory given as a model's output) is not one."""
     if not destination.is_dir():
         return []
     names = [entry.name for entry in destination.iterdir() if entry.name not in ignore]
-    if any(marker in names for marker in OUTPUT_MARKERS):
+    visible = [name for name in names if not name.startswith(".")]
+    if ".checkpoint" in names or ".staging" in names:
         return []
-    return [name for name in names if not name.startswith(".")]
+    if "_meta.yaml" in names:
+        try:
+            meta = yaml.safe_load((destination / "_meta.yaml").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            meta = None
+        if kind is None or (isinstance(meta, dict) and meta.get("type") == kind):
+            return []
+    return visible
 
 
 def publish(staging: Path, destination: Path, keep: tuple[str, ...] = ()) -> None:
@@ -96,7 +102,7 @@ def publish(staging: Path, destination: Path, keep: tuple[str, ...] = ()) -> Non
     without it, which every reader refuses. Entries named in keep (the checkpoint folder) are left alone.
     """
     destination.mkdir(parents=True, exist_ok=True)
-    foreign = _foreign_entries(destination, ignore=(staging.name,))
+    foreign = _foreign_entries(destination, None, ignore=(staging.name,))
     if foreign:  # the last line of defence: never delete what these components did not write
         raise InvalidParameterError(
             f"the output folder '{destination}' holds files that are not an earlier output ({', '.join(foreign[:5])}).",

@@ -92,6 +92,14 @@ def locate_dataset(path: str | Path, subject: str, scratch: Path | None = None) 
                 subject=subject,
             )
         return _extract(archives[0], subject, scratch)
+    for archive in archives:  # a backup beside the data, or the data beside a stray preview: say which is used
+        log.warning(
+            "%s: '%s' lies beside images in '%s' and is not extracted; the folder's images are used. Keep the "
+            "archive alone in its folder to use it instead.",
+            subject,
+            archive.name,
+            root,
+        )
     return root
 
 

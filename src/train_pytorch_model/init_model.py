@@ -19,11 +19,11 @@ from .designer_files import check_output_folder, publish
 from .errors import InvalidModelDirectoryError, InvalidParameterError
 from .model_directory import write_model_directory
 from .models import FAMILIES, DesignerNet, build_network, build_pretrained_network, family_of_architecture
-from .params import parse_bool
+from .params import parse_bool, path_argument
 
 
 def write_untrained_model(destination: Path, model_name: str, pretrained: bool, flag: bool) -> None:
-    check_output_folder(destination, {}, subject="Output untrained_model")
+    check_output_folder(destination, {}, subject="Output untrained_model", kind="ModelDirectory")
     try:
         family = family_of_architecture(model_name)
     except KeyError as exc:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrained", default="true")
     parser.add_argument("--memory-efficient", default=None, help="DenseNet only: gradient checkpointing")
     parser.add_argument("--zero-init-residual", default=None, help="ResNet only")
-    parser.add_argument("--untrained-model", required=True, help="output folder")
+    parser.add_argument("--untrained-model", required=True, type=path_argument, help="output folder")
 
     def body() -> None:
         args = parser.parse_args(argv)

@@ -46,6 +46,7 @@ from .command_line import (
     ComponentSpecError,
     UnboundInputError,
     UnboundOutputError,
+    check_input_values,
     load_component_spec,
     render_command,
     run_component,
@@ -97,6 +98,8 @@ def _parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise PipelineError(f"--{what} expects NAME=VALUE, got {pair!r}")
+        if not value.strip():
+            raise PipelineError(f"--{what} {name.strip()}= has no value (an unset variable?)")
         parsed[name.strip()] = value
     return parsed
 
@@ -178,17 +181,20 @@ def _resolve_component(step: str, job: Mapping[str, Any], base: Path) -> Path:
     return path
 
 
-def _job_value(step: str, input_name: str, raw: object, pipeline_inputs: Mapping[str, object]) -> object:
-    """Bind one job input: a literal, a parent input, or a reference to another step's output."""
+def _job_value(step: str, input_name: str, raw: object, pipeline_inputs: Mapping[str, object], base: Path) -> object:
+    """Bind one job input: a literal, a data path (relative to the YAML, like a pipeline input's), a parent
+    input, or a reference to another step's output."""
+    data_path = False
     if isinstance(raw, dict):  # {type: uri_folder, path: ${{parent...}}, mode: ...} or {value: ...}
         for key in ("path", "value", "default"):
             if key in raw:
+                data_path = key == "path" and raw.get("type") not in _PRIMITIVE_TYPES
                 raw = raw[key]
                 break
         else:
             return None
     if not isinstance(raw, str) or "${{" not in raw:
-        return raw
+        return _local_data_path(f"{step}.{input_name}", raw, base) if data_path and isinstance(raw, str) else raw
     match = _PARENT_BINDING.match(raw)
     if not match:
         raise PipelineError(
@@ -301,7 +307,7 @@ def plan_pipeline(
                     f"step {name!r}: the component has no input {input_name!r} "
                     f"(it declares {', '.join(map(repr, component_inputs)) or 'none'})"
                 )
-            value = _job_value(name, input_name, raw, pipeline_inputs)
+            value = _job_value(name, input_name, raw, pipeline_inputs, base)
             if isinstance(value, _StepOutput) and value.step not in step.depends_on:
                 step.depends_on.append(value.step)
             step.inputs[input_name] = value
@@ -339,6 +345,10 @@ def plan_pipeline(
             if isinstance(value, _StepOutput):
                 step.inputs[input_name] = steps[value.step].outputs[value.output]
         _check_bound(step)
+        local = {key: value for key, value in step.inputs.items() if not isinstance(value, _RemotePath)}
+        problems = check_input_values(step.spec, local)
+        if problems:
+            raise PipelineError(f"step {name!r}: {'; '.join(problems)}")
         try:
             step.command = render_command(step.spec, step.inputs, step.outputs)
         except (UnboundInputError, UnboundOutputError, ComponentSpecError) as error:
@@ -352,9 +362,13 @@ def _check_bound(step: Step) -> None:
         definition = definition or {}
         value = step.inputs.get(input_name)
         if isinstance(value, _RemotePath):
+            if "." in value.input_name:  # a path written in the job itself, not a pipeline input
+                where, fix = "", f"--set jobs.{step.name}.inputs.{input_name}.path=PATH"
+            else:
+                where, fix = f" (pipeline input {value.input_name!r})", f"--input {value.input_name}=PATH"
             raise PipelineError(
-                f"step {step.name!r}, input {input_name!r}: {value.uri!r} (pipeline input {value.input_name!r}) "
-                f"is a workspace or cloud path; give a local folder with --input {value.input_name}=PATH"
+                f"step {step.name!r}, input {input_name!r}: {value.uri!r}{where} is a workspace or cloud path; "
+                f"give a local folder with {fix}"
             )
         if value is None and definition.get("default") is None and not definition.get("optional"):
             raise PipelineError(
@@ -428,6 +442,9 @@ def _run_single_component(
         kind = (declared.get(input_name) or {}).get("type")
         is_local = kind not in _PRIMITIVE_TYPES and "://" not in value
         bound_inputs[input_name] = Path(value).expanduser().absolute() if is_local else value
+    problems = check_input_values(spec, bound_inputs)
+    if problems:
+        raise PipelineError(f"{path}: {'; '.join(problems)}")
     print(f"$ {render_command(spec, bound_inputs, bound_outputs)}", flush=True)
     if dry_run:
         return 0

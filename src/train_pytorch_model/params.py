@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import math
+from pathlib import Path
 
 from .errors import InvalidParameterError
 
@@ -65,3 +67,11 @@ def parse_bool(name: str, value: object) -> bool:
     raise InvalidParameterError(
         f"'{value}' is not a boolean.", f"Set {name} to true or false.", subject=f"Parameter {name}"
     )
+
+
+def path_argument(text: str) -> Path:
+    """A folder given on the command line. Empty text (an unset variable in a script) would silently mean the
+    current folder, so it is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset variable?); give a folder")
+    return Path(text)

@@ -44,6 +44,7 @@ from .errors import InvalidDatasetError, InvalidModelDirectoryError
 from .images import BadImageError, decode_image
 from .model_directory import FIX_HINT, ModelSpec, load_weights, read_model_directory
 from .models import DesignerNet, build_network, strip_parallel_prefixes
+from .params import path_argument
 from .scoring import PREPROCESSING_FILE, Preprocessing, predict_probabilities, probability_columns
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,7 @@ def write_dataframe_directory(frame: pd.DataFrame, schema: dict, destination: Pa
 
 def score_image_model(trained_model: str | Path, dataset: str | Path, scored_dataset: str | Path) -> pd.DataFrame:
     inputs = {"trained_model": Path(trained_model), "dataset": Path(dataset)}
-    check_output_folder(Path(scored_dataset), inputs, subject="Output scored_dataset")
+    check_output_folder(Path(scored_dataset), inputs, subject="Output scored_dataset", kind="DataFrameDirectory")
     model = load_trained_model(trained_model)
     with tempfile.TemporaryDirectory(prefix="score-image-model-") as scratch:
         table = list_dataset(dataset, DATA_SUBJECT, Path(scratch), check=False)
@@ -363,9 +364,15 @@ def score_image_model(trained_model: str | Path, dataset: str | Path, scored_dat
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="train_pytorch_model.score_image_model", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trained-model", required=True, help="ModelDirectory from Train PyTorch Model")
-    parser.add_argument("--dataset", required=True, help="ImageDirectory, ImageFolder, flat, COCO or archive folder")
-    parser.add_argument("--scored-dataset", required=True, help="output folder (DataFrameDirectory)")
+    parser.add_argument(
+        "--trained-model", required=True, type=path_argument, help="ModelDirectory from Train PyTorch Model"
+    )
+    parser.add_argument(
+        "--dataset", required=True, type=path_argument, help="ImageDirectory, ImageFolder, flat, COCO or archive folder"
+    )
+    parser.add_argument(
+        "--scored-dataset", required=True, type=path_argument, help="output folder (DataFrameDirectory)"
+    )
 
     def body() -> None:
         args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import run_cli
-from .params import parse_int, parse_learning_rate
+from .params import parse_int, parse_learning_rate, path_argument
 
 # Kept equal to data.DEFAULT_MAX_SIZE; defined here so that argument parsing imports no torch.
 DEFAULT_MAX_SIZE = 224
@@ -38,10 +38,16 @@ class Settings:
 
 def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(prog="train_pytorch_model.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--untrained-model", required=True, help="UntrainedModelDirectory (DenseNet or ResNet)")
-    parser.add_argument("--training-dataset", required=True, help="labelled ImageDirectory or ImageFolder tree")
-    parser.add_argument("--validation-dataset", required=True, help="labelled ImageDirectory or ImageFolder tree")
-    parser.add_argument("--trained-model", required=True, help="output ModelDirectory")
+    parser.add_argument(
+        "--untrained-model", required=True, type=path_argument, help="UntrainedModelDirectory (DenseNet or ResNet)"
+    )
+    parser.add_argument(
+        "--training-dataset", required=True, type=path_argument, help="labelled ImageDirectory or ImageFolder tree"
+    )
+    parser.add_argument(
+        "--validation-dataset", required=True, type=path_argument, help="labelled ImageDirectory or ImageFolder tree"
+    )
+    parser.add_argument("--trained-model", required=True, type=path_argument, help="output ModelDirectory")
     parser.add_argument("--epochs", default="5")
     parser.add_argument("--batch-size", default="16")
     parser.add_argument("--learning-rate", default="0.001")

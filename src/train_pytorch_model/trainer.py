@@ -195,7 +195,7 @@ def run(settings: Settings) -> dict:
         "training_dataset": settings.training_dataset,
         "validation_dataset": settings.validation_dataset,
     }
-    check_output_folder(output, inputs, subject="Output trained_model")
+    check_output_folder(output, inputs, subject="Output trained_model", kind="ModelDirectory")
     if context.is_main and (output / "_meta.yaml").is_file():
         # A model from an earlier run is replaced: until this run publishes its own, the folder must not look
         # valid, or a failure would leave the old model looking like this run's result.
