@@ -28,7 +28,9 @@ def write_untrained_model(destination: Path, model_name: str, pretrained: bool, 
         family = family_of_architecture(model_name)
     except KeyError as exc:
         raise InvalidParameterError(
-            str(exc).strip("'\""), "Choose one of the names listed.", subject="Parameter model_name"
+            f"'{model_name}' is not a supported network.",
+            f"Choose one of {', '.join(a for f in FAMILIES.values() for a in f.architectures)}.",
+            subject="Parameter model_name",
         ) from exc
     if pretrained:
         try:
