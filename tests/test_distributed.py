@@ -150,3 +150,26 @@ def test_killed_two_process_run_resumes(tmp_path, digits, untrained_resnet18):
     assert len(client.search_runs([experiment.experiment_id])) == 1
     steps = sorted(m.step for m in client.get_metric_history(summary["mlflow_run_id"], "valid_loss"))
     assert steps == list(range(1, EPOCHS + 1))
+
+
+@pytest.mark.parametrize("missing", ["MASTER_ADDR", "RANK"])
+def test_an_incomplete_launch_environment_is_a_clear_error(tmp_path, capsys, digits, untrained_resnet18, monkeypatch,
+                                                           missing):  # fmt: skip
+    from train_pytorch_model.train import main
+
+    train, valid = digits
+    environment = {
+        "WORLD_SIZE": "2",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29555",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv(missing)
+    code = main(["--untrained-model", str(untrained_resnet18), "--training-dataset", str(train),
+                 "--validation-dataset", str(valid), "--trained-model", str(tmp_path / "out")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 9 and err.startswith("DistributedSetupError") and f"{missing} is not set" in err, err
+    assert "Traceback" not in err and not (tmp_path / "out" / "_meta.yaml").exists()

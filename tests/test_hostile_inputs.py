@@ -440,6 +440,11 @@ def test_failed_rerun_does_not_leave_the_earlier_model_looking_valid(tmp_path, c
     code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--learning-rate", "1e30")
     assert code == 7, err
     assert not (output / "_meta.yaml").exists(), "the earlier model must not pass for this run's result"
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--batch-size", "1000")
+    assert code == 3, err  # fails before training, with the earlier model's files still there
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output)
+    assert code == 0, "a failed run must not lock its output folder: " + err
+    assert (output / "_meta.yaml").is_file() and not (output / ".replacing").exists()
 
 
 def test_diverged_run_keeps_a_clean_model_and_strict_json(tmp_path, capsys, digits, untrained_resnet18, monkeypatch):

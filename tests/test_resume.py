@@ -143,3 +143,56 @@ def test_checkpoint_of_other_images_under_the_same_names_is_not_resumed(
     assert main(["--training-dataset", str(other), *arguments]) == 0
     summary = json.loads((output / "training_summary.json").read_text())
     assert summary["resumed_from_epoch"] == 0 and summary["last_epoch"] == 2
+
+
+def test_resume_into_another_store_starts_a_complete_new_run(tmp_path, digits, untrained_resnet18, monkeypatch):
+    """An interrupted job resumed where its MLflow run does not exist (another store, or a new Azure run) logs
+    into a new run with its parameters, its dataset summary and every epoch, instead of failing."""
+    from train_pytorch_model import trainer
+    from train_pytorch_model.train import main
+
+    train, valid = digits
+    output = tmp_path / "out"
+    arguments = ["--untrained-model", str(untrained_resnet18), "--training-dataset", str(train),
+                 "--validation-dataset", str(valid), "--trained-model", str(output),
+                 "--epochs", "2", "--batch-size", "8"]  # fmt: skip
+    real = trainer.train_one_epoch
+    calls: list[int] = []
+
+    def interrupted_in_epoch_two(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'first.db'}")
+    monkeypatch.setattr(trainer, "train_one_epoch", interrupted_in_epoch_two)
+    with contextlib.suppress(KeyboardInterrupt):
+        main(arguments)
+    monkeypatch.setattr(trainer, "train_one_epoch", real)
+
+    second = f"sqlite:///{tmp_path / 'second.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", second)
+    assert main(arguments) == 0
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["resumed_from_epoch"] == 1 and summary["mlflow_problem"] is None
+    client = MlflowClient(second)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.params["epochs"] == "2" and run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "valid_loss")) == [1, 2]
+    assert "dataset_summary.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_an_unusable_mlflow_run_does_not_stop_training(tmp_path, digits, untrained_resnet18, monkeypatch):
+    from train_pytorch_model.train import main
+
+    train, valid = digits
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0123456789abcdef0123456789abcdef")  # not in this store
+    output = tmp_path / "out"
+    code = main(["--untrained-model", str(untrained_resnet18), "--training-dataset", str(train),
+                 "--validation-dataset", str(valid), "--trained-model", str(output), "--epochs", "1"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert "starting the run failed" in summary["mlflow_problem"] and summary["mlflow_run_id"] is None
+    assert (output / "_meta.yaml").is_file()

@@ -15,8 +15,10 @@ DEBUG_VARIABLE = "TRAIN_PYTORCH_MODEL_DEBUG"
 
 
 def setup_logging() -> None:
+    # Under torchrun every process runs this; the first one tells the story, the others only warn.
+    first = os.environ.get("RANK", "0") in ("", "0")
     logging.basicConfig(
-        level=logging.INFO,
+        level=logging.INFO if first else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stdout,

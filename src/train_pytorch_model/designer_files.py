@@ -83,7 +83,7 @@ def _foreign_entries(destination: Path, kind: str | None, ignore: tuple[str, ...
         return []
     names = [entry.name for entry in destination.iterdir() if entry.name not in ignore]
     visible = [name for name in names if not name.startswith(".")]
-    if ".checkpoint" in names or ".staging" in names:
+    if any(marker in names for marker in (".checkpoint", ".staging", REPLACING_MARKER)):
         return []
     if "_meta.yaml" in names:
         try:
@@ -93,6 +93,20 @@ def _foreign_entries(destination: Path, kind: str | None, ignore: tuple[str, ...
         if kind is None or (isinstance(meta, dict) and meta.get("type") == kind):
             return []
     return visible
+
+
+REPLACING_MARKER = ".replacing"
+
+
+def invalidate_earlier_output(destination: Path) -> bool:
+    """Make an earlier output stop looking valid while a new run replaces it (so that a failure cannot leave the
+    old model looking like the new run's result), marking the folder as still ours. True when there was one."""
+    meta = destination / "_meta.yaml"
+    if not meta.is_file():
+        return False
+    (destination / REPLACING_MARKER).touch()
+    meta.unlink()
+    return True
 
 
 def publish(staging: Path, destination: Path, keep: tuple[str, ...] = ()) -> None:

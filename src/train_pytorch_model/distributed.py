@@ -16,6 +16,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from .errors import DistributedSetupError
+
 # A rank that dies leaves the others waiting in a collective; this bounds the wait (seconds).
 TIMEOUT_VARIABLE = "TRAIN_PYTORCH_MODEL_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 900
@@ -60,18 +62,40 @@ class DistributedContext:
 
 def init_distributed() -> DistributedContext:
     """Join the process group when launched with several processes; a plain context otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistributedContext()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_SECONDS)))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", local_rank))
-    else:
-        # Two processes on the same cores would fight over threads: share them out.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
-        dist.init_process_group("gloo", timeout=timeout)
+    try:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return DistributedContext()
+        missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if missing:
+            raise DistributedSetupError(
+                f"WORLD_SIZE is {world_size} but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set.",
+                "Launch the processes with torchrun (or Azure ML's pytorch distribution), which sets them all.",
+                subject="Distributed setup",
+            )
+        rank = int(os.environ["RANK"])
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+        timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_SECONDS)))
+    except ValueError as exc:
+        raise DistributedSetupError(
+            f"a distributed variable is not a number ({exc}).",
+            "Launch the processes with torchrun (or Azure ML's pytorch distribution).",
+            subject="Distributed setup",
+        ) from exc
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+            dist.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", local_rank))
+        else:
+            # Two processes on the same cores would fight over threads: share them out.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
+            dist.init_process_group("gloo", timeout=timeout)
+    except (RuntimeError, ValueError) as exc:  # DistStoreError (a timeout) is a RuntimeError
+        raise DistributedSetupError(
+            f"process {rank} of {world_size} could not join the others ({str(exc).strip().splitlines()[0]}).",
+            f"Check that all {world_size} processes start and can reach {os.environ.get('MASTER_ADDR')}:"
+            f"{os.environ.get('MASTER_PORT')}; {TIMEOUT_VARIABLE} sets how long they wait for each other.",
+            subject="Distributed setup",
+        ) from exc
     return DistributedContext(world_size, rank, local_rank, local_world_size)

@@ -67,3 +67,11 @@ class ModuleOutOfMemoryError(ComponentError):
 
     exit_code = 8
     name = "ModuleOutOfMemoryError"
+
+
+class DistributedSetupError(ComponentError):
+    """The processes of a distributed job cannot form their group (missing variables, a process that never
+    joins)."""
+
+    exit_code = 9
+    name = "DistributedSetupError"

@@ -10,6 +10,7 @@ save_model is used, never log_model (it fails on Azure ML with MLflow 3); the fo
 from __future__ import annotations
 
 import inspect
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +24,18 @@ from .scoring import PREPROCESSING_FILE, Preprocessing, predict_probabilities, p
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 LOADER_MODULE = "train_pytorch_model.mlflow_model"
+
+
+class _ChosenFormatNotice(logging.Filter):
+    """MLflow warns on every save that the pickle format is unsafe to load from untrusted sources. The format
+    is chosen on purpose (see save_mlflow_model) and the designer files beside it are loaded weights-only: the
+    notice only tells a user something they cannot act on, in every run's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Pickle or CloudPickle" not in record.getMessage()
+
+
+logging.getLogger("mlflow.pytorch").addFilter(_ChosenFormatNotice())
 
 
 def save_mlflow_model(model: nn.Module, preprocessing: Preprocessing, destination: Path) -> None:

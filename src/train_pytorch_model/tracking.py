@@ -6,14 +6,20 @@ job then logs into that run. One job is one MLflow run, also when it resumes aft
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.exceptions
 
 log = logging.getLogger(__name__)
+# MLflow sets its own logger to INFO when imported (after the CLI configured logging): its database-creation
+# chatter is not the user's business.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 DEFAULT_EXPERIMENT = "train_pytorch_model"
 
@@ -23,72 +29,111 @@ def default_tracking_uri() -> str:
 
 
 class Tracker:
-    """A thin wrapper that logs to one MLflow run; a disabled tracker (other ranks) does nothing."""
+    """A thin wrapper that logs to one MLflow run; a disabled tracker (other ranks) does nothing.
+
+    Tracking is best-effort: when MLflow cannot be reached or refuses a call (after its own retries), the
+    tracker says so once, turns itself off and the job trains on. A model matters more than its charts, and
+    training_summary.json holds every metric anyway."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.run_id: str | None = None
         self.tracking_uri: str | None = None
+        self.problem: str | None = None
         self._owns_run = False
 
     def start(self, run_name: str, resume_run_id: str | None = None) -> None:
-        if not self.enabled:
-            return
+        if self.enabled:
+            self._guard("starting the run", self._start, run_name, resume_run_id)
+
+    def _start(self, run_name: str, resume_run_id: str | None) -> None:
         self.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
         mlflow.set_tracking_uri(self.tracking_uri)
-        run_id = os.environ.get("MLFLOW_RUN_ID") or resume_run_id
+        given = os.environ.get("MLFLOW_RUN_ID")
         active = mlflow.active_run()
-        if active is not None and (run_id is None or active.info.run_id == run_id):
-            run = active
-        elif run_id:
-            run = mlflow.start_run(run_id=run_id)
-            self._owns_run = True
+        if active is not None and (given is None or active.info.run_id == given):
+            self.run_id = active.info.run_id
+            return
+        if given:
+            run = mlflow.start_run(run_id=given)
         else:
-            name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-            _ensure_local_experiment(self.tracking_uri, name)
-            mlflow.set_experiment(name)
-            run = mlflow.start_run(run_name=run_name)
-            self._owns_run = True
+            run = self._resume(resume_run_id) if resume_run_id else None
+            if run is None:
+                name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+                _ensure_local_experiment(self.tracking_uri, name)
+                mlflow.set_experiment(name)
+                run = mlflow.start_run(run_name=run_name)
+        self._owns_run = True
         self.run_id = run.info.run_id
 
+    def _resume(self, run_id: str):
+        """The run of the interrupted job; None when this store does not have it (the job moved), so that a
+        new run is started rather than the job failing on a run id it cannot use."""
+        try:
+            return mlflow.start_run(run_id=run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            log.warning("MLflow: the interrupted job's run %s is not in %s (%s); starting a new run.",
+                        run_id, self.tracking_uri, _first_line(exc))  # fmt: skip
+            return None
+
+    def _guard(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled:
+            return None
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any tracking failure: say it once, train on
+            self.enabled = False
+            self.problem = f"{what} failed: {_first_line(exc)}"
+            log.warning(
+                "MLflow (%s): %s. Training goes on without tracking; the metrics are in training_summary.json.",
+                self.tracking_uri,
+                self.problem,
+            )
+            return None
+
     def log_params(self, params: dict[str, Any]) -> None:
-        if self.enabled:
-            # Resumed runs log the same parameters again; MLflow accepts identical values.
-            mlflow.log_params({k: _param(v) for k, v in params.items()})
+        # Resumed runs log the same parameters again; MLflow accepts identical values.
+        self._guard("logging parameters", mlflow.log_params, {k: _param(v) for k, v in params.items()})
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if self.enabled:
-            mlflow.log_metrics(metrics, step=step)
+        self._guard("logging metrics", mlflow.log_metrics, metrics, step=step)
 
     def log_missing_epochs(self, history: list[dict[str, float]]) -> None:
         """After a resume: log the epochs the checkpoint has but the run lacks, so each epoch has one point."""
         if not self.enabled or not history:
             return
-        client = mlflow.tracking.MlflowClient()
-        logged = {m.step for m in client.get_metric_history(self.run_id, "valid_loss")}
+        history_of = mlflow.tracking.MlflowClient().get_metric_history
+        points = self._guard("reading the run's metrics", history_of, self.run_id, "valid_loss") or []
+        logged = {m.step for m in points}
         for row in history:
             if row["epoch"] not in logged:
                 self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        if self.enabled:
-            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        self._guard("setting tags", mlflow.set_tags, {k: str(v) for k, v in tags.items()})
 
     def log_dict(self, data: Any, name: str) -> None:
-        if self.enabled:
-            mlflow.log_dict(data, name)
+        self._guard(f"logging {name}", mlflow.log_dict, data, name)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.enabled and path.is_file():
-            mlflow.log_artifact(str(path), artifact_path)
+        if path.is_file():
+            self._guard(f"uploading {path.name}", mlflow.log_artifact, str(path), artifact_path)
 
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
-        if self.enabled:
-            mlflow.log_artifacts(str(folder), artifact_path)
+        self._guard(f"uploading {folder.name}", mlflow.log_artifacts, str(folder), artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
-        if self.enabled and self._owns_run and mlflow.active_run() is not None:
-            mlflow.end_run(status=status)
+        if self._owns_run and mlflow.active_run() is not None:
+            if self.enabled:
+                self._guard("ending the run", mlflow.end_run, status=status)
+            else:  # tracking failed part-way: close the run locally without another remote call
+                with contextlib.suppress(Exception):  # the problem was already reported
+                    mlflow.end_run(status=status)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _ensure_local_experiment(tracking_uri: str, name: str) -> None:

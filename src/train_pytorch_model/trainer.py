@@ -43,7 +43,7 @@ from .data import (
     default_workers,
     survey_images,
 )
-from .designer_files import check_output_folder, publish
+from .designer_files import check_output_folder, invalidate_earlier_output, publish
 from .distributed import DistributedContext, init_distributed
 from .engine import EarlyStopping, Precision, evaluate, train_one_epoch
 from .errors import (
@@ -195,13 +195,11 @@ def run(settings: Settings) -> dict:
         "training_dataset": settings.training_dataset,
         "validation_dataset": settings.validation_dataset,
     }
-    check_output_folder(output, inputs, subject="Output trained_model", kind="ModelDirectory")
-    if context.is_main and (output / "_meta.yaml").is_file():
-        # A model from an earlier run is replaced: until this run publishes its own, the folder must not look
-        # valid, or a failure would leave the old model looking like this run's result.
-        log.info("The output folder holds an earlier model; it is replaced when this run finishes.")
-        (output / "_meta.yaml").unlink()
-    output.mkdir(parents=True, exist_ok=True)
+    if context.is_main:  # the only process that writes the output; the others never touch it
+        check_output_folder(output, inputs, subject="Output trained_model", kind="ModelDirectory")
+        if invalidate_earlier_output(output):
+            log.info("The output folder holds an earlier model; it is replaced when this run finishes.")
+        output.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = output / CHECKPOINT_DIR
     seed_everything(settings.random_seed)
 
@@ -268,10 +266,12 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
         scratch=scratch,
         root=valid_set.root,
     )
-    if settings.batch_size > len(train_data):
+    share = math.ceil(len(train_data) / context.world_size)  # what each process trains on per epoch
+    if settings.batch_size > share:
+        where = "" if context.world_size == 1 else f" ({context.world_size} processes share them: {share} each)"
         raise InvalidParameterError(
-            f"{settings.batch_size} is larger than the {len(train_data)} readable training images.",
-            f"Set batch_size to at most {len(train_data)}.",
+            f"{settings.batch_size} is larger than the {len(train_data)} readable training images{where}.",
+            f"Set batch_size to at most {share}.",
             subject="Parameter batch_size",
         )
 
@@ -355,7 +355,7 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
     try:
         if resumed_from:
             tracker.log_missing_epochs(history)
-        else:
+        if not resumed_from or tracker.run_id != mlflow_run_id:  # a fresh run, or a resume into a new run
             tracker.log_params(
                 {
                     "epochs": settings.epochs,
@@ -545,6 +545,7 @@ def _train(settings, spec, scratch, checkpoint_dir, started, context: Distribute
             "classes": classes,
             "mlflow_run_id": tracker.run_id,
             "mlflow_tracking_uri": tracker.tracking_uri,
+            "mlflow_problem": tracker.problem,
             "versions": {
                 "train_pytorch_model": __version__,
                 "torch": torch.__version__,
