@@ -136,9 +136,9 @@ def check_parameter_values(settings: Mapping[str, Any]) -> None:
     for name in _INTEGERS:
         if isinstance(settings[name], bool) or not isinstance(settings[name], int):
             problems.append(f"{name} is {settings[name]!r}, not an integer")
+    specs = {key: yaml.safe_load(COMPONENTS[key].read_text(encoding="utf-8")) for key in ("resnet", "train")}
     for name, (component, input_name) in PARAMETER_INPUTS.items():
-        spec = yaml.safe_load(COMPONENTS[component].read_text(encoding="utf-8"))
-        problem = input_value_problem(spec["inputs"][input_name], settings[name])
+        problem = input_value_problem(specs[component]["inputs"][input_name], settings[name])
         if problem:
             problems.append(f"{name} {problem}")
     if problems:

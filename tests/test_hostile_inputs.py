@@ -358,8 +358,9 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path, capsys, digits, untra
     assert "Traceback" not in err
 
 
-def test_loss_turning_nan_keeps_the_best_model_so_far(tmp_path, capsys, digits, untrained_resnet18, monkeypatch):
-    """Fault injection: the second epoch's loss comes back NaN."""
+@pytest.fixture
+def second_epoch_diverges(monkeypatch):
+    """Fault injection: the second epoch's training loss comes back NaN."""
     from train_pytorch_model import trainer
 
     real = trainer.train_one_epoch
@@ -373,6 +374,11 @@ def test_loss_turning_nan_keeps_the_best_model_so_far(tmp_path, capsys, digits, 
         return stats
 
     monkeypatch.setattr(trainer, "train_one_epoch", second_epoch_diverges)
+
+
+def test_loss_turning_nan_keeps_the_best_model_so_far(
+    tmp_path, capsys, digits, untrained_resnet18, second_epoch_diverges
+):
     train, valid = digits
     code, err = run_main(capsys, untrained_resnet18, train, valid, tmp_path / "out", "--epochs", "3")
     assert code == 7, err
@@ -447,20 +453,9 @@ def test_failed_rerun_does_not_leave_the_earlier_model_looking_valid(tmp_path, c
     assert (output / "_meta.yaml").is_file() and not (output / ".replacing").exists()
 
 
-def test_diverged_run_keeps_a_clean_model_and_strict_json(tmp_path, capsys, digits, untrained_resnet18, monkeypatch):
-    from train_pytorch_model import trainer
-
-    real = trainer.train_one_epoch
-    calls = []
-
-    def second_epoch_diverges(*args, **kwargs):
-        stats = real(*args, **kwargs)
-        calls.append(stats)
-        if len(calls) == 2:
-            stats.loss = float("nan")
-        return stats
-
-    monkeypatch.setattr(trainer, "train_one_epoch", second_epoch_diverges)
+def test_diverged_run_keeps_a_clean_model_and_strict_json(
+    tmp_path, capsys, digits, untrained_resnet18, second_epoch_diverges
+):
     train, valid = digits
     output = tmp_path / "out"
     code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--epochs", "3")

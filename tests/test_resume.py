@@ -105,13 +105,33 @@ def test_killed_job_resumes_to_the_uninterrupted_result(tmp_path, digits, untrai
     ]
 
 
+def run_interrupted_in_epoch_two(monkeypatch, arguments: list[str]) -> None:
+    """Run the trainer in this process and stop it as the second epoch starts (after epoch 1's checkpoint), as a
+    preemption would; the trainer is left as it was."""
+    from train_pytorch_model import trainer
+    from train_pytorch_model.train import main
+
+    real = trainer.train_one_epoch
+    calls: list[int] = []
+
+    def interrupted_in_epoch_two(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "train_one_epoch", interrupted_in_epoch_two)
+        with contextlib.suppress(KeyboardInterrupt):
+            main(arguments)
+
+
 def test_checkpoint_of_other_images_under_the_same_names_is_not_resumed(
     tmp_path, digits, untrained_resnet18, monkeypatch
 ):
     """An interrupted job, re-run on the same output with a training folder whose files have the same names but
     other content, starts afresh instead of resuming a model trained on the old images."""
     from conftest import write_digits_subset
-    from train_pytorch_model import trainer
     from train_pytorch_model.train import main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -119,20 +139,8 @@ def test_checkpoint_of_other_images_under_the_same_names_is_not_resumed(
     output = tmp_path / "out"
     arguments = ["--untrained-model", str(untrained_resnet18), "--validation-dataset", str(valid),
                  "--trained-model", str(output), "--epochs", "2", "--batch-size", "8"]  # fmt: skip
-    real = trainer.train_one_epoch
-
-    def interrupted_in_epoch_two(*args, **kwargs):
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    calls: list[int] = []
-    monkeypatch.setattr(trainer, "train_one_epoch", interrupted_in_epoch_two)
-    with contextlib.suppress(KeyboardInterrupt):
-        main(["--training-dataset", str(train), *arguments])
+    run_interrupted_in_epoch_two(monkeypatch, ["--training-dataset", str(train), *arguments])
     assert (output / CHECKPOINT_DIR / CHECKPOINT_FILE).is_file()
-    monkeypatch.setattr(trainer, "train_one_epoch", real)
 
     other = tmp_path / "other"  # the same file names, other scans in them
     shutil.copytree(train, other)
@@ -148,7 +156,6 @@ def test_checkpoint_of_other_images_under_the_same_names_is_not_resumed(
 def test_resume_into_another_store_starts_a_complete_new_run(tmp_path, digits, untrained_resnet18, monkeypatch):
     """An interrupted job resumed where its MLflow run does not exist (another store, or a new Azure run) logs
     into a new run with its parameters, its dataset summary and every epoch, instead of failing."""
-    from train_pytorch_model import trainer
     from train_pytorch_model.train import main
 
     train, valid = digits
@@ -156,20 +163,8 @@ def test_resume_into_another_store_starts_a_complete_new_run(tmp_path, digits, u
     arguments = ["--untrained-model", str(untrained_resnet18), "--training-dataset", str(train),
                  "--validation-dataset", str(valid), "--trained-model", str(output),
                  "--epochs", "2", "--batch-size", "8"]  # fmt: skip
-    real = trainer.train_one_epoch
-    calls: list[int] = []
-
-    def interrupted_in_epoch_two(*args, **kwargs):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real(*args, **kwargs)
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'first.db'}")
-    monkeypatch.setattr(trainer, "train_one_epoch", interrupted_in_epoch_two)
-    with contextlib.suppress(KeyboardInterrupt):
-        main(arguments)
-    monkeypatch.setattr(trainer, "train_one_epoch", real)
+    run_interrupted_in_epoch_two(monkeypatch, arguments)
 
     second = f"sqlite:///{tmp_path / 'second.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", second)

@@ -316,7 +316,8 @@ def run_component(
     )
 
 
-def _parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
+def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
+    """NAME=VALUE options into a mapping; an empty value (an unset variable in a script) is refused."""
     parsed: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -340,8 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the command without running it")
     args = parser.parse_args(argv)
     try:
-        inputs = _parse_pairs(args.input, "input")
-        outputs = _parse_pairs(args.output, "output")
+        inputs = parse_pairs(args.input, "input")
+        outputs = parse_pairs(args.output, "output")
         if args.dry_run:
             print(render_command(load_component_spec(args.component), inputs, outputs))
             return 0

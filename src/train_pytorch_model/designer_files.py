@@ -50,6 +50,12 @@ def now_timestamp() -> str:
     return datetime.now(timezone.utc).strftime(TIME_FORMAT)
 
 
+REPLACING_MARKER = ".replacing"
+# Hidden entries that only these components write: a folder holding one is an earlier output, finished or not
+# ('.checkpoint' is checkpoint.CHECKPOINT_DIR, named here without importing torch).
+OWN_MARKERS = (".checkpoint", ".staging", REPLACING_MARKER)
+
+
 def check_output_folder(destination: Path, inputs: dict[str, Path], subject: str, kind: str) -> None:
     """Refuse, before any work, an output folder whose writing would destroy data: one that is, holds or lies
     inside an input, or one that already holds files and is not an earlier output of these components (its
@@ -83,7 +89,7 @@ def _foreign_entries(destination: Path, kind: str | None, ignore: tuple[str, ...
         return []
     names = [entry.name for entry in destination.iterdir() if entry.name not in ignore]
     visible = [name for name in names if not name.startswith(".")]
-    if any(marker in names for marker in (".checkpoint", ".staging", REPLACING_MARKER)):
+    if any(marker in names for marker in OWN_MARKERS):
         return []
     if "_meta.yaml" in names:
         try:
@@ -93,9 +99,6 @@ def _foreign_entries(destination: Path, kind: str | None, ignore: tuple[str, ...
         if kind is None or (isinstance(meta, dict) and meta.get("type") == kind):
             return []
     return visible
-
-
-REPLACING_MARKER = ".replacing"
 
 
 def invalidate_earlier_output(destination: Path) -> bool:

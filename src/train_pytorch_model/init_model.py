@@ -18,7 +18,7 @@ from .cli import run_cli
 from .designer_files import check_output_folder, publish
 from .errors import InvalidModelDirectoryError, InvalidParameterError
 from .model_directory import write_model_directory
-from .models import FAMILIES, DesignerNet, build_network, build_pretrained_network, family_of_architecture
+from .models import ARCHITECTURES, DesignerNet, build_network, build_pretrained_network, family_of_architecture
 from .params import parse_bool, path_argument
 
 
@@ -29,7 +29,7 @@ def write_untrained_model(destination: Path, model_name: str, pretrained: bool, 
     except KeyError as exc:
         raise InvalidParameterError(
             f"'{model_name}' is not a supported network.",
-            f"Choose one of {', '.join(a for f in FAMILIES.values() for a in f.architectures)}.",
+            f"Choose one of {', '.join(ARCHITECTURES)}.",
             subject="Parameter model_name",
         ) from exc
     if pretrained:
@@ -53,9 +53,7 @@ def write_untrained_model(destination: Path, model_name: str, pretrained: bool, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="train_pytorch_model.init_model", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model-name", required=True, help=", ".join(a for f in FAMILIES.values() for a in f.architectures)
-    )
+    parser.add_argument("--model-name", required=True, help=", ".join(ARCHITECTURES))
     parser.add_argument("--pretrained", default="true")
     parser.add_argument("--memory-efficient", default=None, help="DenseNet only: gradient checkpointing")
     parser.add_argument("--zero-init-residual", default=None, help="ResNet only")

@@ -48,6 +48,7 @@ from .command_line import (
     UnboundOutputError,
     check_input_values,
     load_component_spec,
+    parse_pairs,
     render_command,
     run_component,
 )
@@ -93,15 +94,10 @@ class _StepOutput:
 
 
 def _parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
-    parsed: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise PipelineError(f"--{what} expects NAME=VALUE, got {pair!r}")
-        if not value.strip():
-            raise PipelineError(f"--{what} {name.strip()}= has no value (an unset variable?)")
-        parsed[name.strip()] = value
-    return parsed
+    try:
+        return {name.strip(): value for name, value in parse_pairs(pairs, what).items()}
+    except argparse.ArgumentTypeError as error:
+        raise PipelineError(str(error)) from error
 
 
 def _scalar(text: str) -> object:

@@ -69,6 +69,9 @@ ALLOWED_CLASSES = {
     ("train_pytorch_model.models", "DenseNet"): "densenet",
 }
 
+# Every architecture the allowlist builds, in family order (for messages and help texts).
+ARCHITECTURES = tuple(a for family in FAMILIES.values() for a in family.architectures)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DESIGNER_MEAN = (0.5, 0.5, 0.5)
@@ -79,8 +82,7 @@ def family_of_architecture(architecture: str) -> Family:
     for family in FAMILIES.values():
         if architecture in family.architectures:
             return family
-    supported = ", ".join(a for f in FAMILIES.values() for a in f.architectures)
-    raise KeyError(f"'{architecture}' is not a supported network; supported: {supported}")
+    raise KeyError(f"'{architecture}' is not a supported network; supported: {', '.join(ARCHITECTURES)}")
 
 
 class DesignerNet(nn.Module):

@@ -124,9 +124,10 @@ def build_model(spec: ModelSpec, num_classes: int) -> tuple[DesignerNet, dict]:
     body_missing = [k for k in missing if not k.startswith(head_prefix)]
     # Tensors the network has no place for mean a deeper or wider relative (resnet34 weights in a resnet18):
     # its first blocks would fit by name and shape, and the rest would be dropped without a word.
-    unexpected = sorted(set(state) - set(model.state_dict()))
+    own_keys = set(model.state_dict())
+    unexpected = sorted(set(state) - own_keys)
     if body_missing or unexpected:
-        expected = len(model.state_dict())
+        expected = len(own_keys)
         problem = (
             f"{len(body_missing)} of {expected} tensors missing or of another shape, e.g. {body_missing[0]}"
             if body_missing
