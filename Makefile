@@ -8,7 +8,7 @@ setup:
 	VENV=$(VENV) bash scripts/bootstrap.sh
 
 sample: setup
-	$(PY) -m train_pytorch_model.sample_job
+	$(PY) -m train_pytorch_model.local.sample_job
 
 test: setup
 	$(PY) -m ruff check src tests pipelines benchmarks

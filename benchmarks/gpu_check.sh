@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
 work=$(mktemp -d)
 echo "== 1. main job on the GPU"
-timeout 240 "$python" -m train_pytorch_model.sample_job --workdir "$work/sample" 2>&1 | tee "$results/sample.log" \
+timeout 240 "$python" -m train_pytorch_model.local.sample_job --workdir "$work/sample" 2>&1 | tee "$results/sample.log" \
     | grep -v "batch .*img/s" | tail -14
 
 echo "== 2. torchrun, one process, NCCL"

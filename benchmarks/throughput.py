@@ -8,7 +8,7 @@ It measures, on the same machine and in one go:
 (a) the ceiling: training steps per second of the bare model on random tensors already on the device (same
     network builder, optimizer, loss and mixed precision as the trainer), and the validation-forward ceiling
     (eval mode, inference_mode, at the trainer's validation batch of 2 x batch size);
-(b) the component itself: ``trainer.run`` on a folder of real images (scikit-learn's digits written as PNGs at
+(b) the component itself: ``training.job.run`` on a folder of real images (scikit-learn's digits written as PNGs at
     the chosen size, unless --dataset is given), in a child process so that its memory and start-up are its own;
     per-epoch times are those of the epochs after the first;
 (c) the ratio of the time the ceiling predicts for an epoch to the time measured (1.0 = no overhead);
@@ -93,7 +93,7 @@ def write_digits_dataset(destination: Path, train_images: int, size: int, seed: 
 
 
 def count_images(folder: Path) -> int:
-    from train_pytorch_model.images import is_image_name
+    from train_pytorch_model.data.images import is_image_name
 
     return sum(1 for path in folder.rglob("*") if path.is_file() and is_image_name(path.name))
 
@@ -107,22 +107,23 @@ def count_classes(folder: Path) -> int:
 
 def measure_ceiling(args: argparse.Namespace, untrained_model: Path, num_classes: int) -> dict[str, Any]:
     """Images per second of the bare model: random, already normalised tensors on the device, so nothing but
-    the network, the loss and the optimizer is timed. Built exactly as the trainer builds it (build_model,
+    the network, the loss and the optimizer is timed. Built exactly as the trainer builds it (load_for_training,
     make_optimizer, Precision, channels_last on CUDA), so the ratio isolates what the component adds."""
     import torch
     import torch.nn.functional as F
 
-    from train_pytorch_model.engine import Precision
-    from train_pytorch_model.model_directory import read_model_directory
-    from train_pytorch_model.trainer import build_model, make_optimizer
+    from train_pytorch_model.formats.model_directory import read_model_directory
+    from train_pytorch_model.model.loading import load_for_training
+    from train_pytorch_model.training.device import Precision
+    from train_pytorch_model.training.optimizer import make_optimizer
 
     torch.manual_seed(0)
-    # As trainer.pick_device on one process (not called: its signature follows the distributed set-up).
+    # As training.device.pick_compute on one process (not called: it takes the distributed context).
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     channels_last = device.type == "cuda"
     if channels_last:
         torch.backends.cudnn.benchmark = True
-    model, _ = build_model(read_model_directory(untrained_model), num_classes)
+    model = load_for_training(read_model_directory(untrained_model), num_classes).model
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -219,7 +220,7 @@ def _time_steps(step: Callable[[], None], batch_size: int, args: argparse.Namesp
 def run_component(
     args: argparse.Namespace, untrained_model: Path, train: Path, valid: Path, work: Path
 ) -> dict[str, Any]:
-    """trainer.run in a child process: its peak memory and start-up (interpreter, imports) are then its own and
+    """training.job.run in a child process: its peak memory and start-up (interpreter, imports) are then its own and
     not mixed with the ceiling's, as on Azure ML where the component is a process of its own."""
     request = {
         "argv": [
@@ -268,14 +269,15 @@ def run_component(
 
 
 def _child_main(request_file: str, launched: float) -> int:
-    """The child: time the imports and each phase of trainer.run by wrapping the functions it calls (the
+    """The child: time the imports and each phase of training.job.run by wrapping the functions it calls (the
     trainer's code is not changed; a function renamed since is simply not timed)."""
     entered = time.monotonic()
     request = json.loads(Path(request_file).read_text(encoding="utf-8"))
     import torch
 
-    from train_pytorch_model import trainer
+    from train_pytorch_model.tracking import Tracker
     from train_pytorch_model.train import parse_args as parse_component_args
+    from train_pytorch_model.training import checkpoint, finish, fit, job, prepare
 
     imported = time.monotonic()
     phases: dict[str, float] = defaultdict(float)
@@ -301,34 +303,34 @@ def _child_main(request_file: str, launched: float) -> int:
     def stats(result: Any) -> dict[str, float]:
         return {"images": float(result.images), "seconds": float(result.seconds)}
 
-    wrap(trainer, "read_model_directory", "read model folder")
-    wrap(trainer, "load_labeled_images", "list datasets")
-    wrap(trainer, "build_model", "build model")
-    wrap(trainer, "decode_dataset", "decode images")
-    wrap(trainer.Tracker, "start", "mlflow start")
-    wrap(trainer.Tracker, "log_params", "mlflow params+dataset summary")
-    wrap(trainer.Tracker, "log_dict", "mlflow params+dataset summary")
-    wrap(trainer, "train_one_epoch", "train epochs", stats)
+    wrap(job, "read_model_directory", "read model folder")
+    wrap(prepare, "load_labeled_images", "list datasets")
+    wrap(prepare, "load_for_training", "build model")
+    wrap(prepare, "decode_dataset", "decode images")
+    wrap(Tracker, "start", "mlflow start")
+    wrap(Tracker, "log_params", "mlflow params+dataset summary")
+    wrap(Tracker, "log_dict", "mlflow params+dataset summary")
+    wrap(fit, "train_one_epoch", "train epochs", stats)
     first_epoch_entered: list[float] = []
-    timed_epoch = trainer.train_one_epoch
+    timed_epoch = fit.train_one_epoch
 
     def mark_first_epoch(*a: Any, **k: Any) -> Any:
         if not first_epoch_entered:
             first_epoch_entered.append(time.monotonic())
         return timed_epoch(*a, **k)
 
-    trainer.train_one_epoch = mark_first_epoch
-    wrap(trainer, "evaluate", "validation passes", stats)
-    wrap(trainer, "save_checkpoint", "checkpoint per epoch")
-    wrap(trainer.Tracker, "log_metrics", "mlflow metrics")
-    wrap(trainer, "write_output", "write output folder")
-    wrap(trainer.Tracker, "log_artifacts", "mlflow artifacts")
+    fit.train_one_epoch = mark_first_epoch
+    wrap(fit, "evaluate", "validation passes", stats)
+    wrap(checkpoint, "save_checkpoint", "checkpoint per epoch")
+    wrap(Tracker, "log_metrics", "mlflow metrics")
+    wrap(finish, "write_model_output", "write output folder")
+    wrap(Tracker, "log_artifacts", "mlflow artifacts")
 
     if request.get("threads"):
         torch.set_num_threads(request["threads"])
     settings = parse_component_args(request["argv"])
     started = time.monotonic()
-    summary = trainer.run(settings)
+    summary = job.run(settings).summary or {}
     finished = time.monotonic()
     first_step = summary.get("seconds_to_first_step")
     result = {

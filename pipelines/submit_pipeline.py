@@ -130,7 +130,7 @@ PARAMETER_INPUTS = {
 def check_parameter_values(settings: Mapping[str, Any]) -> None:
     """A value from the config file gets the same checks as one from the command line, and both the component's
     own (type, enum, min, max), so that a bad value fails here rather than on the compute after the first steps."""
-    from train_pytorch_model.command_line import input_value_problem
+    from train_pytorch_model.local.command_line import input_value_problem
 
     problems = []
     for name in _INTEGERS:

@@ -1,4 +1,4 @@
-"""The local renderer of an Azure ML component command (train_pytorch_model.command_line)."""
+"""The local renderer of an Azure ML component command (train_pytorch_model.local.command_line)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from train_pytorch_model.command_line import (
+from train_pytorch_model.local.command_line import (
     ComponentSpecError,
     UnboundInputError,
     UnboundOutputError,
@@ -315,7 +315,7 @@ def test_cli_as_a_module(tmp_path: Path) -> None:
     component = make_probe_component(tmp_path)
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "train_pytorch_model.command_line", str(component), "--input", "data=/d"]
+        [sys.executable, "-m", "train_pytorch_model.local.command_line", str(component), "--input", "data=/d"]
         + ["--input", "size=9", "--output", f"out={out}"],
         capture_output=True,
         text=True,

@@ -27,13 +27,13 @@ from torch import nn
 from conftest import DESIGNER, REPO_ROOT, tree_digest
 from train_pytorch_model import convert_to_image_directory as convert_module
 from train_pytorch_model import score_image_model as score_module
-from train_pytorch_model.command_line import load_component_spec, render_command, run_component
 from train_pytorch_model.errors import InvalidDatasetError, InvalidModelDirectoryError, NotLabeledDatasetError
-from train_pytorch_model.image_directory import load_labeled_images
-from train_pytorch_model.model_directory import read_model_directory, write_model_directory
-from train_pytorch_model.models import FAMILIES, DesignerNet, build_network
-from train_pytorch_model.offline_credential import OfflineCredential, offline_ml_client
-from train_pytorch_model.scoring import Preprocessing, predict_probabilities
+from train_pytorch_model.formats.image_directory import load_labeled_images
+from train_pytorch_model.formats.model_directory import read_model_directory, write_model_directory
+from train_pytorch_model.local.command_line import load_component_spec, render_command, run_component
+from train_pytorch_model.local.offline_credential import OfflineCredential, offline_ml_client
+from train_pytorch_model.model.networks import FAMILIES, DesignerNet, build_network
+from train_pytorch_model.output.scoring import Preprocessing, predict_probabilities
 
 COMPONENTS = REPO_ROOT / "components"
 # file stem: (name, display name)

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from train_pytorch_model.command_line import load_component_spec, render_command
-from train_pytorch_model.offline_credential import OfflineCredential, offline_ml_client
+from train_pytorch_model.local.command_line import load_component_spec, render_command
+from train_pytorch_model.local.offline_credential import OfflineCredential, offline_ml_client
 
 ROOT = Path(__file__).resolve().parents[1]
 

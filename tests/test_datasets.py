@@ -21,16 +21,13 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from conftest import tree_digest
-from train_pytorch_model import archives
-from train_pytorch_model.data import (
-    MAX_BAD_FRACTION,
-    batches_of,
-    choose_image_size,
-    decode_dataset,
-)
+from train_pytorch_model.data.batches import batches_of
+from train_pytorch_model.data.cache import MAX_BAD_FRACTION, decode_dataset
+from train_pytorch_model.data.images import BadImageError, decode_image, read_size
+from train_pytorch_model.data.survey import choose_image_size
 from train_pytorch_model.errors import InvalidDatasetError, NotLabeledDatasetError
-from train_pytorch_model.image_directory import ImageRecord, load_labeled_images
-from train_pytorch_model.images import BadImageError, decode_image, read_size
+from train_pytorch_model.formats import archives
+from train_pytorch_model.formats.image_directory import ImageRecord, load_labeled_images
 
 SUBJECT = "Training dataset"
 

@@ -16,9 +16,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT
-from train_pytorch_model.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
-from train_pytorch_model.command_line import load_component_spec, render_command
-from train_pytorch_model.model_directory import read_model_directory
+from train_pytorch_model.formats.model_directory import read_model_directory
+from train_pytorch_model.local.command_line import load_component_spec, render_command
+from train_pytorch_model.settings import CHECKPOINT_DIR
+from train_pytorch_model.training.checkpoint import CHECKPOINT_FILE
 
 COMPONENT = REPO_ROOT / "component.yaml"
 EPOCHS = 3

@@ -18,7 +18,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import tree_digest, write_digits_subset
-from train_pytorch_model.models import DesignerNet
+from train_pytorch_model.model.networks import DesignerNet
 from train_pytorch_model.train import main
 
 ModelMaker = Callable[[Path, Path], Path]
@@ -361,7 +361,7 @@ def test_diverging_loss_stops_with_a_clear_error(tmp_path, capsys, digits, untra
 @pytest.fixture
 def second_epoch_diverges(monkeypatch):
     """Fault injection: the second epoch's training loss comes back NaN."""
-    from train_pytorch_model import trainer
+    from train_pytorch_model.training import fit as trainer
 
     real = trainer.train_one_epoch
     calls = []
@@ -390,7 +390,7 @@ def test_loss_turning_nan_keeps_the_best_model_so_far(
 
 def test_out_of_memory_suggests_a_smaller_batch(tmp_path, capsys, digits, untrained_resnet18, monkeypatch):
     """Fault injection: the device runs out of memory in the first step."""
-    from train_pytorch_model import trainer
+    from train_pytorch_model.training import fit as trainer
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

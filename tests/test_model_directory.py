@@ -26,14 +26,14 @@ from torch import nn
 
 from train_pytorch_model import init_model
 from train_pytorch_model.errors import InvalidModelDirectoryError, InvalidParameterError
-from train_pytorch_model.init_model import write_untrained_model
-from train_pytorch_model.model_directory import (
+from train_pytorch_model.formats.model_directory import (
     load_weights,
     read_model_directory,
     write_label_map,
     write_model_directory,
 )
-from train_pytorch_model.models import (
+from train_pytorch_model.init_model import write_untrained_model
+from train_pytorch_model.model.networks import (
     DENSENET_MODULE,
     FAMILIES,
     RESNET_MODULE,

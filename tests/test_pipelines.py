@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import REPO_ROOT, write_digits_subset
-from train_pytorch_model.local_runner import PipelineError, apply_overrides, main, plan_pipeline
+from train_pytorch_model.local.local_runner import PipelineError, apply_overrides, main, plan_pipeline
 
 PIPELINES = REPO_ROOT / "pipelines"
 PIPELINE_YAML = PIPELINES / "train_pipeline.yaml"

@@ -17,8 +17,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO_ROOT
-from train_pytorch_model.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FILE
-from train_pytorch_model.command_line import load_component_spec, render_command
+from train_pytorch_model.local.command_line import load_component_spec, render_command
+from train_pytorch_model.settings import CHECKPOINT_DIR
+from train_pytorch_model.training.checkpoint import CHECKPOINT_FILE
 
 COMPONENT = REPO_ROOT / "component.yaml"
 EPOCHS = 4
@@ -108,8 +109,8 @@ def test_killed_job_resumes_to_the_uninterrupted_result(tmp_path, digits, untrai
 def run_interrupted_in_epoch_two(monkeypatch, arguments: list[str]) -> None:
     """Run the trainer in this process and stop it as the second epoch starts (after epoch 1's checkpoint), as a
     preemption would; the trainer is left as it was."""
-    from train_pytorch_model import trainer
     from train_pytorch_model.train import main
+    from train_pytorch_model.training import fit as trainer
 
     real = trainer.train_one_epoch
     calls: list[int] = []

@@ -21,11 +21,11 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from conftest import REPO_ROOT, write_digits_subset
-from train_pytorch_model.command_line import run_component
-from train_pytorch_model.engine import EarlyStopping
-from train_pytorch_model.model_directory import load_weights, read_model_directory
+from train_pytorch_model.formats.model_directory import load_weights, read_model_directory
+from train_pytorch_model.local.command_line import run_component
 from train_pytorch_model.train import parse_args
-from train_pytorch_model.trainer import run
+from train_pytorch_model.training.early_stopping import EarlyStopping
+from train_pytorch_model.training.job import run
 
 COMPONENT = REPO_ROOT / "component.yaml"
 EPOCH_METRICS = (
@@ -194,8 +194,8 @@ def test_same_seed_gives_same_run(tmp_path, digits, untrained_resnet18, monkeypa
                 "--epochs", "2", "--batch-size", "8", "--random-seed", str(seed),
             ]
         )  # fmt: skip
-        summary = run(settings)
-        return summary["history"], torch.load(tmp_path / name / "model", weights_only=True)
+        outcome = run(settings)
+        return outcome.history, torch.load(tmp_path / name / "model", weights_only=True)
 
     history_a, weights_a = train_once("a", 7)
     history_b, weights_b = train_once("b", 7)
@@ -224,7 +224,7 @@ def test_designer_untrained_model_trains_on_designer_image_directory(tmp_path, d
             "--epochs", "2", "--batch-size", "2",
         ]
     )  # fmt: skip
-    summary = run(settings)
+    summary = run(settings).summary
     assert summary["classes"] == ["cat", "dog"]
     spec = read_model_directory(output, "Trained model")
     assert spec.classes == ["cat", "dog"]
@@ -253,7 +253,7 @@ def test_validation_labels_are_mapped_by_name(tmp_path, untrained_resnet18, monk
             "--epochs", "3", "--batch-size", "8", "--learning-rate", "0.01",
         ]
     )  # fmt: skip
-    summary = run(settings)
+    summary = run(settings).summary
     model = mlflow.pyfunc.load_model(str(tmp_path / "out"))
     files = sorted(valid.rglob("*.png"))
     frame = model.predict([str(f) for f in files])
@@ -370,7 +370,7 @@ def test_run_leaves_a_report(component_run):
 
 
 def test_progress_lines_when_not_a_terminal(capsys, monkeypatch):
-    from train_pytorch_model import progress
+    from train_pytorch_model.training import progress
 
     monkeypatch.setattr(progress, "LOG_INTERVAL_SECONDS", 0.0)
     show = progress.EpochProgress(epoch=2, epochs=5, steps=4, batch_size=8, tty=False)
@@ -384,7 +384,7 @@ def test_progress_lines_when_not_a_terminal(capsys, monkeypatch):
 
 
 def test_progress_bar_in_a_terminal(capsys):
-    from train_pytorch_model import progress
+    from train_pytorch_model.training import progress
 
     show = progress.EpochProgress(epoch=1, epochs=1, steps=3, batch_size=4, tty=True)
     for step in range(1, 4):

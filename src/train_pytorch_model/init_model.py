@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import shutil
 import sys
 from pathlib import Path
 
 from .cli import run_cli
-from .designer_files import check_output_folder, publish
 from .errors import InvalidModelDirectoryError, InvalidParameterError
-from .model_directory import write_model_directory
-from .models import ARCHITECTURES, DesignerNet, build_network, build_pretrained_network, family_of_architecture
-from .params import parse_bool, path_argument
+from .formats.model_directory import write_model_directory
+from .model.networks import ARCHITECTURES, DesignerNet, build_network, build_pretrained_network, family_of_architecture
+from .output.publish import check_output_folder, fresh_staging, publish
+from .settings import parse_bool, path_argument
 
 
 def write_untrained_model(destination: Path, model_name: str, pretrained: bool, flag: bool) -> None:
@@ -45,8 +44,7 @@ def write_untrained_model(destination: Path, model_name: str, pretrained: bool, 
     else:
         network = build_network(model_name, flag=flag)
     init_params = {"model_name": model_name, "pretrained": pretrained, family.flag: flag}
-    staging = destination / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = fresh_staging(destination)
     write_model_directory(staging, DesignerNet(network).state_dict(), family, init_params)
     publish(staging, destination)
 

@@ -18,140 +18,34 @@ each size is scored in batches of its own. Unreadable images are skipped and nam
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
-from torch import nn
 
 from .cli import run_cli
-from .convert_to_image_directory import ImageTable, list_dataset
-from .designer_files import check_output_folder, dump_json, dump_yaml, json_safe, publish
-from .errors import InvalidDatasetError, InvalidModelDirectoryError
-from .images import BadImageError, decode_image
-from .model_directory import FIX_HINT, ModelSpec, load_weights, read_model_directory
-from .models import DesignerNet, build_network, strip_parallel_prefixes
-from .params import path_argument
-from .scoring import PREPROCESSING_FILE, Preprocessing, predict_probabilities, probability_columns
+from .data.images import BadImageError, decode_image
+from .errors import InvalidDatasetError
+from .formats.dataframe_directory import SCORED_LABELS, dataframe_schema, scored_frame, write_dataframe_directory
+from .formats.dataset_listing import list_dataset
+from .formats.preprocessing import Preprocessing
+from .model.loading import TrainedModel, load_trained_model
+from .output.publish import check_output_folder
+from .output.scoring import predict_probabilities, probability_columns
+from .settings import path_argument
 
 log = logging.getLogger(__name__)
 
-MODEL_SUBJECT = "Trained model"
 DATA_SUBJECT = "Dataset"
-SCORED_LABELS = "Scored Labels"
-ASSIGNED_LABELS = "Multi Class Assigned Labels"
-DATA_FILE = "_data.parquet"
-VISUALIZATION_FILE = "_data.visualization"
-SAMPLES_FILE = "_samples.json"
-SCHEMA_FILE = "schema/_schema.json"
-SAMPLE_COUNT = 3
-PREVIEW_LIMIT = 100  # rows and columns shown in the designer's preview
 CHUNK = 256  # images decoded at a time: bounds memory on large datasets
-STATISTICS = ("Mean", "Median", "Min", "Max", "Standard Deviation", "Unique Values", "Missing Values")
-TRAINED_HINT = "Connect the trained_model output of Train PyTorch Model."
-
-
-@dataclass
-class TrainedModel:
-    network: nn.Module
-    classes: list[str]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    image_size: tuple[int, int] | None  # None: score every image at its own size (designer-trained models)
-
-
-# ----- the model -----
-
-
-def load_trained_model(path: str | Path) -> TrainedModel:
-    spec = read_model_directory(path, subject=MODEL_SUBJECT)
-    state = strip_parallel_prefixes(load_weights(spec, subject=MODEL_SUBJECT))
-    network = _build(spec, state)
-    outputs = _output_count(state)
-    preprocessing = _read_preprocessing(spec)
-    classes = preprocessing.classes if preprocessing else spec.classes
-    if not classes:
-        raise InvalidModelDirectoryError(
-            f'ModelDirectory "{spec.root}" is invalid: it has no label map, so it is an untrained model.',
-            TRAINED_HINT,
-            subject=MODEL_SUBJECT,
-        )
-    if len(classes) > outputs:
-        raise InvalidModelDirectoryError(
-            f'ModelDirectory "{spec.root}" is invalid: its label map names {len(classes)} classes but the network '
-            f"has {outputs} outputs.",
-            TRAINED_HINT,
-            subject=MODEL_SUBJECT,
-        )
-    # Outputs the label map does not name are reported by index, as the designer does.
-    classes = [str(name) for name in classes] + [str(i) for i in range(len(classes), outputs)]
-    if preprocessing:
-        return TrainedModel(network, classes, preprocessing.mean, preprocessing.std, tuple(preprocessing.image_size))
-    return TrainedModel(network, classes, spec.mean, spec.std, None)
-
-
-def _output_count(state: dict[str, torch.Tensor]) -> int:
-    for key in ("out_linear_model.weight", "model.fc.weight", "model.classifier.weight"):
-        if key in state and state[key].ndim == 2:
-            return int(state[key].shape[0])
-    return 0
-
-
-def _build(spec: ModelSpec, state: dict[str, torch.Tensor]) -> nn.Module:
-    """The network the weights were saved from. A designer model trained from pretrained weights kept the
-    1000-class ImageNet head and stacked a Linear(1000, C) on it ('out_linear_model')."""
-    stacked = state.get("out_linear_model.weight")
-    if stacked is not None and stacked.ndim == 2:
-        inner, outputs = int(stacked.shape[1]), int(stacked.shape[0])
-        model = DesignerNet(build_network(spec.architecture, inner, spec.flag), nn.Linear(inner, outputs))
-    else:
-        outputs = _output_count(state)
-        if not outputs:
-            raise _mismatch(spec, "it has no classifier weights (model.fc or model.classifier)")
-        model = DesignerNet(build_network(spec.architecture, outputs, spec.flag))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise _mismatch(spec, str(exc).strip().splitlines()[0]) from exc
-    return model.eval()
-
-
-def _mismatch(spec: ModelSpec, reason: str) -> InvalidModelDirectoryError:
-    return InvalidModelDirectoryError(
-        f'ModelDirectory "{spec.root}" is invalid: its weights do not fit a {spec.architecture} ({reason}).',
-        "The weights file must come from the architecture model_spec.yaml names. " + FIX_HINT,
-        subject=MODEL_SUBJECT,
-    )
-
-
-def _read_preprocessing(spec: ModelSpec) -> Preprocessing | None:
-    path = spec.root / PREPROCESSING_FILE
-    if not path.is_file():
-        return None
-    try:
-        return Preprocessing.load(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidModelDirectoryError(
-            f"ModelDirectory \"{spec.root}\" is invalid: '{PREPROCESSING_FILE}' cannot be read ({exc}).",
-            "Train the model again, or remove the file to score with the model spec's settings.",
-            subject=MODEL_SUBJECT,
-        ) from exc
-
-
-# ----- scoring -----
 
 
 def _decode(path: Path, size: tuple[int, int] | None) -> np.ndarray | str:
@@ -189,149 +83,6 @@ def score(
                 rows = predict_probabilities(network, [a for _, a in items], preprocessing, batch)
                 probabilities[[i for i, _ in items]] = rows[:, : len(model.classes)]
     return probabilities, reasons
-
-
-# ----- the DataFrameDirectory (designer-formats.md section 5) -----
-
-
-def passthrough_columns(table: ImageTable) -> list[str]:
-    """The input's non-feature columns, sorted by name as the designer's Index.difference sorts them."""
-    image = table.image_column
-    return sorted(c["name"] for c in table.columns if c is not image and not c.get("isFeature", True))
-
-
-def _column_values(values: list) -> pd.Series:
-    """Lists and objects (COCO annotations) as JSON text: Parquet needs one type per column."""
-    if any(isinstance(v, (list, dict)) for v in values):
-        values = [v if v is None else json.dumps(v) for v in values]
-    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return pd.Series(values, dtype="int64")
-    if all(v is None or isinstance(v, str) for v in values):
-        return pd.Series(values, dtype=object)  # object, not pandas' string dtype: the designer's Parquet type
-    return pd.Series(values)
-
-
-def scored_frame(table: ImageTable, probabilities: np.ndarray, classes: list[str], keep: list[bool]) -> pd.DataFrame:
-    rows = [record for record, kept in zip(table.records, keep, strict=True) if kept]
-    frame = pd.DataFrame(index=pd.RangeIndex(len(rows)))
-    for name in passthrough_columns(table):
-        frame[name] = _column_values([record.get(name) for record in rows])
-    kept_probabilities = probabilities[np.asarray(keep, dtype=bool)]
-    for index, name in enumerate(probability_columns(classes)):
-        frame[name] = kept_probabilities[:, index].astype(np.float64)
-    labels = [classes[i] for i in kept_probabilities.argmax(axis=1)] if len(rows) else []
-    frame[SCORED_LABELS] = pd.Series(labels, dtype=object)
-    return frame
-
-
-def _column_type(series: pd.Series) -> tuple[str, str]:
-    """(column type, element type) inferred from the pandas dtype, as the designer's schema writer does."""
-    if pd.api.types.is_bool_dtype(series):
-        return "Binary", "bool"
-    if pd.api.types.is_integer_dtype(series):
-        return "Numeric", "int64"
-    if pd.api.types.is_float_dtype(series):
-        return "Numeric", "float64"
-    if pd.api.types.is_datetime64_any_dtype(series):
-        return "DateTime", "datetime64"
-    if all(v is None or isinstance(v, str) for v in series):
-        return "String", "str"
-    return "Object", "object"
-
-
-def dataframe_schema(frame: pd.DataFrame, label_column: str | None, score_columns: list[str]) -> dict:
-    attributes = []
-    for name in frame.columns:
-        kind, element = _column_type(frame[name])
-        attributes.append(
-            {
-                "name": name,
-                "type": kind,
-                # The designer marks every column but the label and scores as a feature (pass-through 'id' too).
-                "isFeature": name != label_column and name not in score_columns,
-                "elementType": {"typeName": element, "isNullable": False},
-            }
-        )
-    scores = {name: name for name in score_columns if name != SCORED_LABELS}
-    scores[ASSIGNED_LABELS] = SCORED_LABELS
-    return {
-        "columnAttributes": attributes,
-        "featureChannels": [],
-        "labelColumns": {"True Labels": label_column} if label_column else {},
-        "scoreColumns": scores,
-    }
-
-
-def _table_json(records: list, features: list[dict], rows: int, columns: int) -> dict:
-    return {"records": records, "features": features, "numberOfRows": rows, "numberOfColumns": columns, "name": None}
-
-
-def visualization(frame: pd.DataFrame, schema: dict) -> dict:
-    """The designer's preview: first 100 rows x 100 columns. Its statistics and layout blocks hold NaN and null
-    placeholders (the UI fills them in, see the golden scored_dataset), so they are written the same way."""
-    attributes = schema["columnAttributes"][:PREVIEW_LIMIT]
-    labels = set(schema["labelColumns"].values())
-    scores = set(schema["scoreColumns"].values())
-    preview = frame.iloc[:PREVIEW_LIMIT, :PREVIEW_LIMIT]
-    records = [json_safe(list(row)) for row in preview.itertuples(index=False, name=None)]
-    features = []
-    for index, attribute in enumerate(attributes):
-        name = attribute["name"]
-        role = "Label" if name in labels else "Score" if name in scores else "Feature"
-        features.append(
-            {
-                "name": name,
-                "index": index,
-                "elementType": attribute["elementType"]["typeName"],
-                "featureType": f"{attribute['type']} {role}",
-            }
-        )
-    count = len(attributes)
-
-    def placeholder_features(names: Sequence[str], element: str, kind: str) -> list[dict]:
-        return [{"name": n, "index": i, "elementType": element, "featureType": kind} for i, n in enumerate(names)]
-
-    statistics = [[{"isNan": True}] * len(STATISTICS) for _ in range(count)]
-    layout = [[None, None] for _ in range(count)]
-    return {
-        "visualizationType": "default",
-        "data": _table_json(records, features, len(frame), len(frame.columns)),
-        "statistics": _table_json(
-            statistics,
-            placeholder_features(STATISTICS, "float64", "Numeric Feature"),
-            count,
-            len(STATISTICS),
-        ),
-        "layout": _table_json(
-            layout, placeholder_features(("Histogram", "Boxplot"), "object", "Object Feature"), count, 2
-        ),
-    }
-
-
-def write_dataframe_directory(frame: pd.DataFrame, schema: dict, destination: Path) -> None:
-    """Write aside, then publish with '_meta.yaml' last."""
-    staging = destination / ".staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / Path(SCHEMA_FILE).parent).mkdir(parents=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), staging / DATA_FILE)
-    dump_json(visualization(frame, schema), staging / VISUALIZATION_FILE)
-    samples = [
-        json_safe(dict(zip(frame.columns, row, strict=True)))
-        for row in frame.head(SAMPLE_COUNT).itertuples(index=False, name=None)
-    ]
-    dump_json(samples, staging / SAMPLES_FILE)
-    dump_json(schema, staging / SCHEMA_FILE)
-    meta = {
-        "type": "DataFrameDirectory",
-        "visualization": [{"type": "Visualization", "path": VISUALIZATION_FILE}],
-        "extension": {},
-        "format": "Parquet",
-        "data": DATA_FILE,
-        "samples": SAMPLES_FILE,
-        "schema": SCHEMA_FILE,
-    }
-    dump_yaml(meta, staging / "_meta.yaml")
-    publish(staging, destination)
 
 
 def score_image_model(trained_model: str | Path, dataset: str | Path, scored_dataset: str | Path) -> pd.DataFrame:

@@ -51,3 +51,27 @@ class EpochProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class RunProgress:
+    """The progress of a whole run: one EpochProgress per epoch on the process that shows it, and the moment of
+    the first training step (reported as the time to the first step)."""
+
+    def __init__(self, show: bool, epochs: int, steps: int, batch_size: int) -> None:
+        self.show, self.epochs, self.steps, self.batch_size = show, epochs, steps, batch_size
+        self.first_step_at: float | None = None
+        self._epoch: EpochProgress | None = None
+
+    def start_epoch(self, epoch: int) -> None:
+        self._epoch = EpochProgress(epoch, self.epochs, self.steps, self.batch_size) if self.show else None
+
+    def on_step(self, step: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> None:
+        if self.first_step_at is None:
+            self.first_step_at = time.perf_counter()
+        if self._epoch is not None:
+            self._epoch(step, loss_sum, correct, seen)
+
+    def end_epoch(self) -> None:
+        if self._epoch is not None:
+            self._epoch.close()
+            self._epoch = None

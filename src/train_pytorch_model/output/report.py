@@ -4,10 +4,11 @@ per-class precision, recall and F1, written into the output folder and logged to
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
+
+from ..formats.json_file import write_json
 
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -120,7 +121,7 @@ def write_report(
     """Write the report files into folder; returns the per-class metrics."""
     matrix = confusion_matrix(targets, predictions, len(classes))
     metrics = per_class_metrics(matrix, classes)
-    (folder / PER_CLASS).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(folder / PER_CLASS, metrics)
     write_confusion_csv(matrix, classes, folder / CONFUSION_CSV)
     plot_confusion_matrix(matrix, classes, folder / CONFUSION_PNG)
     if history:

@@ -5,47 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .images import decode_image, to_rgb
-
-PREPROCESSING_FILE = "preprocessing.json"
-
-
-@dataclass
-class Preprocessing:
-    """What a trained model expects: images resized to (height, width), RGB, then (x/255 - mean) / std."""
-
-    image_size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    classes: list[str]
-    resize: str = "bilinear"
-    color_mode: str = "RGB"
-
-    def save(self, path: Path) -> None:
-        data = asdict(self)
-        data["image_size"] = list(self.image_size)
-        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: Path) -> Preprocessing:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(
-            image_size=tuple(data["image_size"]),
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
-            classes=list(data["classes"]),
-            resize=data.get("resize", "bilinear"),
-            color_mode=data.get("color_mode", "RGB"),
-        )
+from ..data.images import decode_image, to_rgb
+from ..formats.preprocessing import Preprocessing
 
 
 def image_to_array(item: object, size: tuple[int, int]) -> np.ndarray:

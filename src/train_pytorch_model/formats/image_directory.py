@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from ..data.images import is_image_name
+from ..errors import InvalidDatasetError, NotLabeledDatasetError
 from .archives import JUNK_NAMES, dataset_root, extract_archive, inside, is_archive, safe_walk
-from .errors import InvalidDatasetError, NotLabeledDatasetError
-from .images import is_image_name
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """Run a component YAML or a whole Azure ML pipeline job YAML on this machine, step by step.
 
-    python -m train_pytorch_model.local_runner pipelines/train_pipeline.yaml \\
+    python -m train_pytorch_model.local.local_runner pipelines/train_pipeline.yaml \\
         --input training_images=data/train --input validation_images=data/valid \\
         [--set jobs.init_model.inputs.pretrained=false] [--output trained_model=DIR] \\
         [--workdir runs/local] [--dry-run]
 
 Why this exists: a pipeline YAML is only checked for real when Azure ML runs it, minutes after a submission
 and on paid compute. Running the same file locally, with each step's ``command`` rendered by
-:mod:`train_pytorch_model.command_line` exactly as Azure ML renders it, catches a wrong binding, a missing
+:mod:`train_pytorch_model.local.command_line` exactly as Azure ML renders it, catches a wrong binding, a missing
 input or a step that fails on real data in seconds, with no workspace.
 
 What it does with a pipeline job YAML (``type: pipeline``):
@@ -24,7 +24,7 @@ What it does with a pipeline job YAML (``type: pipeline``):
   fails, naming the step and input, before anything runs;
 - compute, distribution and resources are ignored (one local process per step), and the log says so.
 
-A component YAML (``type: command``) is run by :func:`~train_pytorch_model.command_line.run_component`, with
+A component YAML (``type: command``) is run by :func:`~train_pytorch_model.local.command_line.run_component`, with
 ``--input``/``--output`` bound to its own inputs and outputs.
 """
 
@@ -455,7 +455,7 @@ def _run_single_component(
 def main(argv: Sequence[str] | None = None) -> int:
     """Plan and run a pipeline job YAML (or run one component YAML) locally; 2 on a planning error."""
     parser = argparse.ArgumentParser(
-        prog="python -m train_pytorch_model.local_runner",
+        prog="python -m train_pytorch_model.local.local_runner",
         description="Run an Azure ML component or pipeline job YAML on this machine, as Azure ML would.",
     )
     parser.add_argument("file", help="a component YAML (type: command) or a pipeline job YAML (type: pipeline)")

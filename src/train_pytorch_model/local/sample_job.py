@@ -1,6 +1,6 @@
 """The quick start's main job: Train PyTorch Model on the built-in sample, run exactly as Azure ML runs it.
 
-    python -m train_pytorch_model.sample_job [--workdir runs/sample] [--model-name resnet18]
+    python -m train_pytorch_model.local.sample_job [--workdir runs/sample] [--model-name resnet18]
 
 1. writes the sample (scikit-learn's handwritten digits as PNG files, a training and a validation folder);
 2. writes an untrained model with this project's ResNet/DenseNet entry (no pretrained weights: no network);
@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--component", default=str(REPO_ROOT / "component.yaml"))
     args = parser.parse_args(argv)
 
+    from ..init_model import write_untrained_model
     from .command_line import run_component
-    from .init_model import write_untrained_model
     from .sample_data import write_digits
 
     workdir = Path(args.workdir).resolve()

@@ -1,19 +1,16 @@
-"""From listed image files to batches of tensors.
+"""The decode-once cache: from listed image files to one uint8 N x 3 x H x W array.
 
-Every image is decoded and resized exactly once, into one uint8 array (in memory, or memory-mapped on disk
-when it would not fit the memory budget). Epochs then only index that array: no per-image Python work,
-no per-image decode, and normalization happens once per batch on the device.
+Every image is decoded and resized exactly once, into one array (in memory, or memory-mapped on disk when it
+would not fit the memory budget). Epochs then only index that array (batches.py): no per-image Python work and
+no per-image decode.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
-import statistics
 import tempfile
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,17 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InvalidDatasetError
-from .image_directory import ImageRecord
-from .images import BadImageError, decode_image, read_header
+from ..errors import InvalidDatasetError
+from ..formats.image_directory import ImageRecord
+from .images import BadImageError, decode_image
 
 log = logging.getLogger(__name__)
 
 # Share of unreadable files tolerated before a dataset is refused as a whole.
 MAX_BAD_FRACTION = 0.1
-# Images probed for their size when choosing the training size.
-SIZE_SAMPLE = 2000
-DEFAULT_MAX_SIZE = 224
 
 
 @dataclass
@@ -39,8 +33,6 @@ class DecodedImages:
     images: torch.Tensor  # uint8, N x 3 x H x W
     labels: torch.Tensor  # int64, N
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    sizes_seen: dict[str, int] = field(default_factory=dict)
-    modes_seen: dict[str, int] = field(default_factory=dict)
     memory_mapped: bool = False
 
     def __len__(self) -> int:
@@ -49,52 +41,6 @@ class DecodedImages:
 
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
-@dataclass
-class ImageSurvey:
-    """Sizes and modes read from the headers of (a sample of) the images: cheap, nothing is decoded."""
-
-    sizes: Counter = field(default_factory=Counter)  # (width, height) -> images
-    modes: Counter = field(default_factory=Counter)
-    sampled: int = 0
-
-
-def survey_images(records: Sequence[ImageRecord], seed: int = 0) -> ImageSurvey:
-    sample = list(records)
-    if len(sample) > SIZE_SAMPLE:
-        sample = random.Random(seed).sample(sample, SIZE_SAMPLE)
-    survey = ImageSurvey(sampled=len(sample))
-    for record in sample:
-        try:
-            width, height, mode = read_header(record.path)
-        except (BadImageError, OSError):
-            continue
-        survey.sizes[(width, height)] += 1
-        survey.modes[mode] += 1
-    return survey
-
-
-def choose_image_size(
-    records: Sequence[ImageRecord],
-    min_size: int,
-    max_size: int = DEFAULT_MAX_SIZE,
-    seed: int = 0,
-    survey: ImageSurvey | None = None,
-) -> tuple[int, int]:
-    """One (height, width) for all images: the median training size, scaled down to fit max_size and up to
-    reach min_size, aspect ratio kept. Small images are not blown up further than the network needs. Each side
-    stays within [min_size, max_size] even when the aspect ratio cannot be kept (1 x 500 strips)."""
-    survey = survey if survey is not None else survey_images(records, seed)
-    widths = [w for (w, _), count in survey.sizes.items() for _ in range(count)]
-    heights = [h for (_, h), count in survey.sizes.items() for _ in range(count)]
-    if not heights:
-        return (min_size, min_size)
-    height, width = float(statistics.median(heights)), float(statistics.median(widths))
-    scale = min(1.0, max_size / max(height, width))
-    scale = max(scale, min_size / min(height, width))
-    top = max(max_size, min_size)
-    return (min(top, max(min_size, round(height * scale))), min(top, max(min_size, round(width * scale))))
 
 
 def memory_budget_bytes(fraction: float = 0.5) -> int:
@@ -212,35 +158,3 @@ def _check_bad_share(records, skipped, kept, subject, max_bad_fraction, class_to
             "Replace the broken files of that class.",
             subject=subject,
         )
-
-
-def batches_of(indices: Sequence[int], batch_size: int, drop_single: bool) -> Iterator[torch.Tensor]:
-    """Consecutive batches of a process's sampler indices. A trailing batch of one is dropped when
-    drop_single (in training, where BatchNorm cannot normalise a single image); with several processes every
-    one has as many indices (DistributedSampler pads), so all of them drop it alike."""
-    for start in range(0, len(indices), batch_size):
-        batch = indices[start : start + batch_size]
-        if drop_single and len(batch) < 2:
-            continue
-        yield torch.as_tensor(batch, dtype=torch.long)
-
-
-class Normalizer:
-    """uint8 batches to normalised float tensors on the device, in one fused multiply-add."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device, channels_last: bool):
-        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = -mean_t / std_t
-        self.device = device
-        self.channels_last = channels_last
-        self.pin = device.type == "cuda"
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.pin:
-            images = images.pin_memory()
-        images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return torch.addcmul(self.shift, images.float(), self.scale)

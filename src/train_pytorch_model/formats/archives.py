@@ -14,8 +14,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from .errors import InvalidDatasetError
-from .images import is_image_name
+from ..data.images import is_image_name
+from ..errors import InvalidDatasetError
 
 ARCHIVE_SUFFIXES = (
     ".zip",

@@ -2,7 +2,7 @@
 scikit-learn package, so nothing is downloaded), written as PNG files in class folders, split into a
 training and a validation ImageFolder tree.
 
-    python -m train_pytorch_model.sample_data OUTPUT_DIR
+    python -m train_pytorch_model.local.sample_data OUTPUT_DIR
 """
 
 from __future__ import annotations

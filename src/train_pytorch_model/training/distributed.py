@@ -16,7 +16,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import DistributedSetupError
+from ..errors import DistributedSetupError
 
 # A rank that dies leaves the others waiting in a collective; this bounds the wait (seconds).
 TIMEOUT_VARIABLE = "TRAIN_PYTORCH_MODEL_DIST_TIMEOUT"

@@ -1,59 +1,25 @@
-"""Writing files byte-compatible with the designer's own writers (see designer-formats.md section 1)."""
+"""Outputs that only ever look valid when complete: written into a staging folder, then published with
+'_meta.yaml' (what every reader needs) moved in last; and the guard that refuses, before any work, an output
+folder whose writing would destroy data.
+"""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from .errors import InvalidParameterError
+from ..errors import InvalidParameterError
+from ..settings import CHECKPOINT_DIR
 
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
-
-
-def dump_yaml(data: dict, path: Path) -> None:
-    """Block style, insertion order, '{}' for empty maps, sequences not indented, non-ASCII escaped."""
-    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=False)
-    path.write_text(text, encoding="utf-8")
-
-
-def dump_json(data: Any, path: Path) -> None:
-    """2-space indent, insertion order, non-ASCII escaped, no trailing newline."""
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=True), encoding="utf-8")
-
-
-def json_safe(value: Any) -> Any:
-    """A value as the designer's sample and visualization writers encode it: NaN as {"isNan": true},
-    infinities as "inf"/"-inf", numpy scalars as plain numbers (json.dumps would write NaN, which is not JSON)."""
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
-        value = value.item()  # numpy scalar
-    if isinstance(value, float):
-        if math.isnan(value):
-            return {"isNan": True}
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-    return value
-
-
-def now_timestamp() -> str:
-    """The designer's time_created: UTC with microseconds and a +HHMM offset."""
-    return datetime.now(timezone.utc).strftime(TIME_FORMAT)
+STAGING_DIR = ".staging"
 
 
 REPLACING_MARKER = ".replacing"
-# Hidden entries that only these components write: a folder holding one is an earlier output, finished or not
-# ('.checkpoint' is checkpoint.CHECKPOINT_DIR, named here without importing torch).
-OWN_MARKERS = (".checkpoint", ".staging", REPLACING_MARKER)
+# Hidden entries that only these components write: a folder holding one is an earlier output, finished or not.
+OWN_MARKERS = (CHECKPOINT_DIR, STAGING_DIR, REPLACING_MARKER)
 
 
 def check_output_folder(destination: Path, inputs: dict[str, Path], subject: str, kind: str) -> None:
@@ -110,6 +76,14 @@ def invalidate_earlier_output(destination: Path) -> bool:
     (destination / REPLACING_MARKER).touch()
     meta.unlink()
     return True
+
+
+def fresh_staging(destination: Path) -> Path:
+    """An empty staging folder inside destination (what a crashed earlier attempt left there is dropped)."""
+    staging = destination / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
 
 
 def publish(staging: Path, destination: Path, keep: tuple[str, ...] = ()) -> None:

@@ -20,10 +20,11 @@ import pandas as pd
 from mlflow.models import Model
 from torch import nn
 
-from .scoring import PREPROCESSING_FILE, Preprocessing, predict_probabilities, probability_columns
+from ..formats.preprocessing import PREPROCESSING_FILE, Preprocessing
+from .scoring import predict_probabilities, probability_columns
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-LOADER_MODULE = "train_pytorch_model.mlflow_model"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+LOADER_MODULE = "train_pytorch_model.output.mlflow_model"
 
 
 class _ChosenFormatNotice(logging.Filter):

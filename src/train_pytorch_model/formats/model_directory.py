@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..errors import InvalidModelDirectoryError
+from ..model.networks import ALLOWED_CLASSES, DESIGNER_MEAN, DESIGNER_STD, FAMILIES, Family
 from .archives import inside
 from .designer_files import dump_yaml, now_timestamp
-from .errors import InvalidModelDirectoryError
-from .models import ALLOWED_CLASSES, DESIGNER_MEAN, DESIGNER_STD, FAMILIES, Family
 
 log = logging.getLogger(__name__)
 

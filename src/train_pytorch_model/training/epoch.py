@@ -1,19 +1,19 @@
-"""One training epoch, one validation pass, and the early-stopping rule.
+"""One training epoch and one validation pass.
 
 Metrics are summed on the device and read once per epoch, so that no step waits for the host.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .device import Precision
 
 
 @dataclass
@@ -37,20 +37,6 @@ class EvalStats:
     seconds: float
     predictions: torch.Tensor | None = None  # (N,) predicted class ids, in dataset order
     targets: torch.Tensor | None = None
-
-
-class Precision:
-    """Mixed precision on CUDA: bfloat16 where the GPU supports it (no loss scaling needed), float16 with a
-    gradient scaler otherwise. A no-op on the CPU, where float32 keeps runs exactly reproducible."""
-
-    def __init__(self, device: torch.device, enabled: bool = True) -> None:
-        self.enabled = enabled and device.type == "cuda"
-        self.dtype = torch.bfloat16 if self.enabled and torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
-        self.device_type = device.type
-
-    def autocast(self):
-        return torch.autocast(self.device_type, dtype=self.dtype) if self.enabled else nullcontext()
 
 
 def train_one_epoch(
@@ -151,38 +137,3 @@ def evaluate(
         predictions=torch.cat(predictions).cpu() if predictions else None,
         targets=torch.cat(all_targets).cpu() if all_targets else None,
     )
-
-
-@dataclass
-class EarlyStopping:
-    """Stop after `patience` epochs in a row without a new lowest validation loss.
-
-    Compared with the best loss so far, not with the previous epoch, so a slow drift upward after a good
-    epoch counts against the run."""
-
-    patience: int
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    bad_epochs: int = 0
-
-    def update(self, epoch: int, loss: float) -> bool:
-        """Record an epoch's validation loss; True when it is the new best."""
-        if loss < self.best_loss:
-            self.best_loss, self.best_epoch, self.bad_epochs = loss, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience
-
-    def state_dict(self) -> dict:
-        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best_loss, self.best_epoch, self.bad_epochs = (
-            state["best_loss"],
-            state["best_epoch"],
-            state["bad_epochs"],
-        )

@@ -21,7 +21,7 @@ through :func:`shlex.quote`, which leaves ordinary values untouched.
 
 Usage from the shell::
 
-    python -m train_pytorch_model.command_line component.yaml \\
+    python -m train_pytorch_model.local.command_line component.yaml \\
         --input untrained_model=./model --input training_dataset=./train \\
         --input validation_dataset=./val --output trained_model=./out --dry-run
 """
@@ -332,7 +332,7 @@ def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the rendered command of a component YAML and, unless --dry-run, run it."""
     parser = argparse.ArgumentParser(
-        prog="python -m train_pytorch_model.command_line",
+        prog="python -m train_pytorch_model.local.command_line",
         description="Render (and run) an Azure ML command component's command as Azure ML does.",
     )
     parser.add_argument("component", help="path of the component YAML")

@@ -1,0 +1,62 @@
+"""The trained model's folder: a designer ModelDirectory that is also an MLflow model, with the run's summary
+and report beside it. Written aside, then published with '_meta.yaml' last, so that a crash never leaves a
+folder that looks valid."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from torch import nn
+
+from ..formats.json_file import write_json
+from ..formats.model_directory import ModelSpec, write_model_directory
+from ..formats.preprocessing import PREPROCESSING_FILE, Preprocessing
+from ..settings import CHECKPOINT_DIR
+from .mlflow_model import save_mlflow_model
+from .publish import fresh_staging, publish
+from .summary import SUMMARY_FILE
+
+
+def write_model_output(
+    destination: Path,
+    model: nn.Module,
+    spec: ModelSpec,
+    preprocessing: Preprocessing,
+    summary: dict,
+    *,
+    copied: Sequence[tuple[Path | None, str]] = (),
+    report: Callable[[Path], None] | None = None,
+) -> None:
+    """copied: (file, name) pairs copied in as they are (the training set's designer schema and samples);
+    report writes the report files into the staging folder (and may add to the summary before it is written)."""
+    staging = fresh_staging(destination)
+    model = model.cpu().eval()
+    classes = preprocessing.classes
+    init_params = {
+        "model_name": spec.architecture,
+        "pretrained": False,
+        spec.family.flag: spec.flag,
+        "num_classes": len(classes),
+    }
+    # 'pretrained: false': the weights are in the file, so designer readers must not fetch ImageNet ones.
+    write_model_directory(
+        staging,
+        model.state_dict(),
+        spec.family,
+        init_params,
+        classes=classes,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+    )
+    for source, name in copied:
+        if source is not None:
+            shutil.copyfile(source, staging / name)
+    preprocessing.save(staging / PREPROCESSING_FILE)
+    if report is not None:
+        report(staging)
+    write_json(staging / SUMMARY_FILE, summary)
+    save_mlflow_model(copy.deepcopy(model), preprocessing, staging)
+    publish(staging, destination, keep=(CHECKPOINT_DIR,))

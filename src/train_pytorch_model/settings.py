@@ -1,0 +1,149 @@
+"""The component's settings: what a run is asked to do, the parameters' defaults and bounds, and their checks.
+
+Torch-free on purpose: the command line checks every value in a moment, before torch and MLflow are imported.
+The Azure ML client does not enforce a component's min/max, so the checks here do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidParameterError
+
+# The designer's lower bound of the learning rate: the smallest positive double (C#'s double.Epsilon).
+DOUBLE_EPSILON = 5e-324
+# The largest side chosen from the data when image_size is not given.
+DEFAULT_MAX_SIZE = 224
+# The hidden folder of the output that holds the resumable training state.
+CHECKPOINT_DIR = ".checkpoint"
+
+# The designer's five parameters: name -> (default, minimum). component.yaml declares the same values.
+DESIGNER_PARAMETERS: dict[str, tuple[str, int | None]] = {
+    "epochs": ("5", 1),
+    "batch_size": ("16", 1),
+    "learning_rate": ("0.001", None),
+    "random_seed": ("1", None),
+    "patience": ("3", 1),
+}
+MIN_IMAGE_SIZE = 16
+MIN_WORKERS = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a training run is given: its folders and its checked parameters."""
+
+    untrained_model: Path
+    training_dataset: Path
+    validation_dataset: Path
+    trained_model: Path
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    random_seed: int
+    patience: int
+    image_size: int | None = None
+    num_workers: int | None = None
+    max_image_size: int = DEFAULT_MAX_SIZE
+
+    @property
+    def inputs(self) -> dict[str, Path]:
+        """The input folders by their component names (which the output must never overlap)."""
+        return {
+            "untrained_model": self.untrained_model,
+            "training_dataset": self.training_dataset,
+            "validation_dataset": self.validation_dataset,
+        }
+
+
+def _text(value: object) -> str:
+    return str(value).strip()
+
+
+def parse_int(name: str, value: object, minimum: int | None = None) -> int:
+    text = _text(value)
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            as_float = float(text)
+        except ValueError:
+            as_float = math.nan
+        if not math.isfinite(as_float) or as_float != int(as_float):
+            raise InvalidParameterError(
+                f"'{text}' is not an integer.", f"Give {name} as a whole number.", subject=f"Parameter {name}"
+            ) from None
+        number = int(as_float)
+    if minimum is not None and number < minimum:
+        raise InvalidParameterError(
+            f"{number} is out of range: it must be at least {minimum}.",
+            f"Set {name} to {minimum} or more.",
+            subject=f"Parameter {name}",
+        )
+    return number
+
+
+def parse_optional_int(name: str, value: object, minimum: int | None = None) -> int | None:
+    """An optional integer: absent or empty (an unset optional input) means None."""
+    return None if value is None or _text(value) == "" else parse_int(name, value, minimum)
+
+
+def parse_learning_rate(value: object) -> float:
+    text = _text(value)
+    try:
+        number = float(text)
+    except ValueError:
+        raise InvalidParameterError(
+            f"'{text}' is not a number.",
+            "Give the learning rate as a positive number such as 0.001.",
+            subject="Parameter learning_rate",
+        ) from None
+    if not math.isfinite(number) or number < DOUBLE_EPSILON:
+        raise InvalidParameterError(
+            f"{text} is out of range: the learning rate must be a finite number of at least {DOUBLE_EPSILON} "
+            "(double.Epsilon).",
+            "Use a positive value; 0.001 to 0.1 suits SGD on most image datasets.",
+            subject="Parameter learning_rate",
+        )
+    return number
+
+
+def parse_bool(name: str, value: object) -> bool:
+    text = _text(value).lower()
+    if text in ("true", "1", "yes", "y", "on"):
+        return True
+    if text in ("false", "0", "no", "n", "off", ""):
+        return False
+    raise InvalidParameterError(
+        f"'{value}' is not a boolean.", f"Set {name} to true or false.", subject=f"Parameter {name}"
+    )
+
+
+def path_argument(text: str) -> Path:
+    """A folder given on the command line. Empty text (an unset variable in a script) would silently mean the
+    current folder, so it is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset variable?); give a folder")
+    return Path(text)
+
+
+def settings_from_arguments(args: argparse.Namespace) -> Settings:
+    """Settings from parsed command-line text, every value checked against its bounds."""
+    minimum = {name: bound for name, (_, bound) in DESIGNER_PARAMETERS.items()}
+    return Settings(
+        untrained_model=Path(args.untrained_model),
+        training_dataset=Path(args.training_dataset),
+        validation_dataset=Path(args.validation_dataset),
+        trained_model=Path(args.trained_model),
+        epochs=parse_int("epochs", args.epochs, minimum["epochs"]),
+        batch_size=parse_int("batch_size", args.batch_size, minimum["batch_size"]),
+        learning_rate=parse_learning_rate(args.learning_rate),
+        random_seed=parse_int("random_seed", args.random_seed),
+        patience=parse_int("patience", args.patience, minimum["patience"]),
+        image_size=parse_optional_int("image_size", args.image_size, MIN_IMAGE_SIZE),
+        num_workers=parse_optional_int("num_workers", args.num_workers, MIN_WORKERS),
+        max_image_size=parse_int("max_image_size", args.max_image_size, MIN_IMAGE_SIZE),
+    )

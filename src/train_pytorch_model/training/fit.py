@@ -1,0 +1,133 @@
+"""The fit phase: the epoch loop. Each epoch trains, validates, lets early stopping decide, checkpoints and
+logs; every decision is taken by a named object (EarlyStopping, Checkpoint, Tracker, RunProgress)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from ..data.batches import eval_batches, train_batches
+from ..errors import InvalidParameterError, ModuleOutOfMemoryError
+from ..settings import Settings
+from .distributed import DistributedContext
+from .epoch import evaluate, train_one_epoch
+from .parts import TrainingRun
+from .prepare import PreparedData
+from .progress import RunProgress
+from .setup import TrainingSetup
+
+log = logging.getLogger("train_pytorch_model")
+
+
+def fit(run: TrainingRun) -> None:
+    """Train from state.next_epoch until the last epoch, an early stop or a divergence (stopper says which)."""
+    settings, prepared, setup, state, stopper = run.settings, run.prepared, run.setup, run.state, run.stopper
+    checkpoint, tracker, context = run.checkpoint, run.tracker, run.context
+    # Only the first process shows progress; the others would repeat it.
+    progress = RunProgress(context.is_main, settings.epochs, setup.steps_per_epoch, settings.batch_size)
+    for epoch in range(state.next_epoch, settings.epochs + 1):
+        if stopper.should_stop:  # resumed after an early stop, killed before the output was written
+            break
+        metrics = run_epoch(epoch, settings, prepared, setup, progress, context)
+        state.history.append({"epoch": epoch, **metrics})
+        (log.info if context.is_main else log.debug)(_epoch_line(epoch, settings.epochs, metrics))
+        if stopper.update(epoch, metrics["valid_loss"], metrics["train_loss"]):
+            state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in setup.network.state_dict().items()}
+        if stopper.diverged:
+            tracker.log_metrics(metrics, step=epoch)
+            break
+        # Every rank took the same decision from the same all-reduced loss; only the first one writes.
+        checkpoint.save(epoch, setup.stateful(("early_stopping", stopper)), state, tracker.run_id)
+        # Logged after the checkpoint: a job killed in between logs this epoch when it resumes.
+        tracker.log_metrics(metrics, step=epoch)
+        if stopper.should_stop:
+            log.info("Stopping early: %s.", stopper.stop_reason)
+    state.first_step_at = progress.first_step_at
+
+
+def run_epoch(
+    epoch: int,
+    settings: Settings,
+    prepared: PreparedData,
+    setup: TrainingSetup,
+    progress: RunProgress,
+    context: DistributedContext,
+) -> dict[str, float]:
+    """One epoch of training and one validation pass; returns the epoch's metrics as MLflow logs them."""
+    lr = setup.optimizer.param_groups[0]["lr"]
+    setup.sampler.set_epoch(epoch)
+    compute = setup.compute
+    batches = train_batches(
+        prepared.train_data, list(setup.sampler), settings.batch_size, setup.drop_single, setup.normalize
+    )
+    progress.start_epoch(epoch)
+    try:
+        with _step_errors(settings, prepared, compute.device):
+            train = train_one_epoch(
+                setup.model,
+                batches,
+                setup.optimizer,
+                setup.scheduler,
+                compute.precision,
+                compute.device,
+                on_step=progress.on_step,
+                reduce=context.all_reduce_sum,
+            )
+            context.broadcast_buffers(setup.network)
+            valid = evaluate(
+                setup.network,
+                eval_batches(
+                    prepared.valid_data, settings.batch_size * 2, setup.normalize, context.rank, context.world_size
+                ),
+                compute.precision,
+                compute.device,
+                len(prepared.classes),
+                reduce=context.all_reduce_sum,
+            )
+    finally:
+        progress.end_epoch()
+    return {
+        "train_loss": train.loss,
+        "train_accuracy": train.accuracy,
+        "valid_loss": valid.loss,
+        "valid_accuracy": valid.accuracy,
+        "valid_top5_accuracy": valid.top5_accuracy,
+        "learning_rate": lr,
+        "train_images_per_second": train.images_per_second,
+        "epoch_seconds": train.seconds + valid.seconds,
+    }
+
+
+@contextmanager
+def _step_errors(settings: Settings, prepared: PreparedData, device: torch.device) -> Iterator[None]:
+    """What a step can fail with that the user can fix, as the component's own errors."""
+    try:
+        yield
+    except ValueError as exc:
+        if "Expected more than 1 value per channel" not in str(exc):
+            raise
+        height, width = prepared.preprocessing.image_size
+        raise InvalidParameterError(
+            f"{settings.batch_size} is too small for {prepared.spec.architecture} at {width}x{height}: its "
+            "BatchNorm layers cannot normalise a single value per channel.",
+            "Set batch_size to 2 or more (or raise image_size).",
+            subject="Parameter batch_size",
+        ) from exc
+    except torch.OutOfMemoryError as exc:
+        raise ModuleOutOfMemoryError(
+            f"the {device.type.upper()} ran out of memory at batch size {settings.batch_size} ({exc}).",
+            "Lower batch_size (halve it), or lower image_size, or use a compute with more memory.",
+            subject="Training",
+        ) from exc
+
+
+def _epoch_line(epoch: int, epochs: int, metrics: dict[str, float]) -> str:
+    return (
+        f"Epoch {epoch}/{epochs}  train_loss {metrics['train_loss']:.4f}  train_acc {metrics['train_accuracy']:.4f}"
+        f"  valid_loss {metrics['valid_loss']:.4f}  valid_acc {metrics['valid_accuracy']:.4f}"
+        f"  top5 {metrics['valid_top5_accuracy']:.4f}  lr {metrics['learning_rate']:.3g}"
+        f"  {metrics['train_images_per_second']:.0f} img/s"
+    )

@@ -1,0 +1,128 @@
+"""The first phase: read and check the inputs, build the network, choose the size and statistics, decode.
+
+Every check that needs no decoding comes first (classes, batch size, the weights), so that a mistake is
+reported before minutes of decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.cache import DecodedImages, decode_dataset, default_workers
+from ..data.survey import choose_image_size, survey_images
+from ..errors import InvalidDatasetError, InvalidParameterError
+from ..formats.image_directory import LabeledImages, load_labeled_images
+from ..formats.model_directory import ModelSpec
+from ..formats.preprocessing import Preprocessing
+from ..model.loading import LoadedNetwork, load_for_training
+from ..model.networks import IMAGENET_MEAN, IMAGENET_STD
+from ..output.summary import dataset_summary
+from ..settings import Settings
+
+log = logging.getLogger("train_pytorch_model")
+
+TRAIN_SUBJECT = "Training dataset"
+VALID_SUBJECT = "Validation dataset"
+
+
+@dataclass
+class PreparedData:
+    """The checked inputs, the network to train, and both datasets decoded at the training size."""
+
+    spec: ModelSpec
+    train_set: LabeledImages
+    valid_set: LabeledImages
+    classes: list[str]
+    network: LoadedNetwork
+    preprocessing: Preprocessing  # the size, mean and std every image gets, in training and in scoring
+    train_data: DecodedImages
+    valid_data: DecodedImages
+    dataset_summary: dict  # images per class, sizes and modes seen, skipped files (dataset_summary.json)
+
+
+def prepare(settings: Settings, spec: ModelSpec, scratch: Path, world_size: int) -> PreparedData:
+    train_set = load_labeled_images(settings.training_dataset, TRAIN_SUBJECT, scratch)
+    valid_set = load_labeled_images(settings.validation_dataset, VALID_SUBJECT, scratch)
+    classes = check_classes(train_set, valid_set)
+    _check_batch_size(settings.batch_size, len(train_set.records), world_size=1)
+    network = load_for_training(spec, len(classes))
+    train_survey = survey_images(train_set.records, settings.random_seed)
+    valid_survey = survey_images(valid_set.records, settings.random_seed)
+    if settings.image_size is not None:
+        size = (max(settings.image_size, spec.family.min_size),) * 2
+    else:
+        size = choose_image_size(
+            train_set.records, spec.family.min_size, settings.max_image_size, settings.random_seed, survey=train_survey
+        )
+    # ImageNet weights need ImageNet statistics; otherwise the folder's own (a trained output records the
+    # statistics it was trained with, so training it further keeps them).
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if spec.pretrained else (spec.mean, spec.std)
+    log.info(
+        "Training %s on %d images of %d classes at %dx%d; validating on %d images.",
+        spec.architecture,
+        len(train_set.records),
+        len(classes),
+        size[1],
+        size[0],
+        len(valid_set.records),
+    )
+    class_to_idx = {name: index for index, name in enumerate(classes)}
+    workers = settings.num_workers or default_workers()
+    decoded = [
+        decode_dataset(listed.records, class_to_idx, size, subject, workers=workers, scratch=scratch, root=listed.root)
+        for listed, subject in ((train_set, TRAIN_SUBJECT), (valid_set, VALID_SUBJECT))
+    ]
+    _check_batch_size(settings.batch_size, len(decoded[0]), world_size, readable=True)
+    return PreparedData(
+        spec=spec,
+        train_set=train_set,
+        valid_set=valid_set,
+        classes=classes,
+        network=network,
+        preprocessing=Preprocessing(image_size=tuple(size), mean=tuple(mean), std=tuple(std), classes=classes),
+        train_data=decoded[0],
+        valid_data=decoded[1],
+        dataset_summary=dataset_summary(
+            (train_set, decoded[0], train_survey), (valid_set, decoded[1], valid_survey), classes
+        ),
+    )
+
+
+def check_classes(train: LabeledImages, valid: LabeledImages) -> list[str]:
+    """Training classes, in the training set's order; validation labels are matched to them by name."""
+    present = [name for name, count in train.class_counts().items() if count > 0]
+    if len(present) < 2:
+        raise InvalidDatasetError(
+            f"it has images of {len(present)} class{'es' if len(present) != 1 else ''} "
+            f"({', '.join(map(repr, present))}); a classifier needs at least two.",
+            "Add a subfolder of images for each class to tell apart.",
+            subject=TRAIN_SUBJECT,
+        )
+    classes = train.classes
+    unknown = sorted({r.label for r in valid.records} - set(classes))
+    if unknown:
+        raise InvalidDatasetError(
+            f"it has classes that the training dataset does not have: {', '.join(map(repr, unknown[:10]))}. "
+            "Categories of the validation dataset must be among those of the training dataset.",
+            "Make sure training and validation datasets have the same categories.",
+            subject=VALID_SUBJECT,
+        )
+    return classes
+
+
+def _check_batch_size(batch_size: int, images: int, world_size: int, readable: bool = False) -> None:
+    """A batch must fit in what each process trains on per epoch: first checked against the listed images,
+    then against the readable ones, shared among the processes."""
+    share = math.ceil(images / world_size)
+    if batch_size <= share:
+        return
+    what = "readable training images" if readable else "labelled training images"
+    where = "" if world_size == 1 else f" ({world_size} processes share them: {share} each)"
+    raise InvalidParameterError(
+        f"{batch_size} is larger than the {images} {what}{where}.",
+        f"Set batch_size to at most {share}.",
+        subject="Parameter batch_size",
+    )
