@@ -18,7 +18,6 @@ import argparse
 import json
 import re
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -213,19 +212,6 @@ def build_pipeline(settings: Mapping[str, Any]) -> Any:
     return job
 
 
-class OfflineCredential:
-    """A credential for --dry-run: validation must not reach Entra ID, and counting calls proves it does not."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken
-
-        self.calls += 1
-        return AccessToken("offline", int(time.time()) + 3600)
-
-
 def validate_offline(job: Any, settings: Mapping[str, Any]) -> list[str]:
     """Errors found by azure-ai-ml without a workspace: each component, then the pipeline graph.
 
@@ -233,13 +219,15 @@ def validate_offline(job: Any, settings: Mapping[str, Any]) -> list[str]:
     local checks it asks the workspace for every compute, which needs a token and the network; so the
     pipeline gets the same local checks (``PipelineJob._validate``) without the compute lookup.
     """
-    from azure.ai.ml import MLClient, load_component
+    from azure.ai.ml import load_component
+
+    from train_pytorch_model.local.offline_credential import OfflineCredential, offline_ml_client
 
     credential = OfflineCredential()
-    client = MLClient(
-        credential=credential,
+    client = offline_ml_client(
+        credential,
         subscription_id=settings["subscription_id"],
-        resource_group_name=settings["resource_group"],
+        resource_group=settings["resource_group"],
         workspace_name=settings["workspace_name"],
     )
     errors: list[str] = []

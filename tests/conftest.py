@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from PIL import Image
+
+from train_pytorch_model.formats.model_directory import load_weights, read_model_directory
+from train_pytorch_model.local.command_line import run_component
+from train_pytorch_model.model.families import RESNET_MODULE
+from train_pytorch_model.output.run_record import Hyperparameters
+from train_pytorch_model.training.optimizer import MOMENTUM, NESTEROV, OPTIMIZER_NAME, SCHEDULE_NAME, WEIGHT_DECAY
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -73,3 +84,154 @@ def untrained_resnet18(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("untrained") / "resnet18"
     write_untrained_model(folder, "resnet18", pretrained=False, flag=False)
     return folder
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# small image files
+
+
+def write_png(path: Path, size: tuple[int, int] = (8, 8), color=(200, 30, 30)) -> Path:
+    """An RGB PNG of size (width, height)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def png_bytes(size: tuple[int, int] = (8, 8), color=(10, 200, 10)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 2) -> Path:
+    for index, name in enumerate(classes):
+        for i in range(per_class):
+            write_png(root / name / f"{name}{i}.png", color=(40 * index, 100, 20 * i))
+    return root
+
+
+def exif_jpeg(path: Path, orientation: int) -> Path:
+    """A 4x2 JPEG, left half red and right half blue, with the given EXIF orientation."""
+    image = Image.new("RGB", (4, 2), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 2, 2))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif, quality=100, subsampling=0)
+    return path
+
+
+def by_name(loaded) -> dict[str, str]:
+    """A listing's labels by file name."""
+    return {record.path.name: record.label for record in loaded.records}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model folders: the designer's golden ones, and small hand-made ones
+
+
+@pytest.fixture(scope="module")
+def golden_untrained(designer_fixtures) -> Path:
+    return designer_fixtures / "untrained_model"
+
+
+@pytest.fixture(scope="module")
+def golden_trained(designer_fixtures) -> Path:
+    return designer_fixtures / "trained_model"
+
+
+@pytest.fixture(scope="module")
+def golden_untrained_state(golden_untrained) -> dict[str, torch.Tensor]:
+    return load_weights(read_model_directory(golden_untrained))
+
+
+@pytest.fixture(scope="module")
+def golden_trained_state(golden_trained) -> dict[str, torch.Tensor]:
+    return load_weights(read_model_directory(golden_trained, subject="Trained model"), subject="Trained model")
+
+
+def small_model_folder(folder: Path, spec: dict | None = None, meta: dict | None = None, weights=None) -> Path:
+    """A valid (designer-shaped) model folder with a tiny 'model' file; parts replaced as given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if meta is None:
+        meta = {"type": "ModelDirectory", "extension": {}, "model": "model_spec.yaml"}
+    if spec is None:
+        spec = base_spec()
+    (folder / "_meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+    (folder / "model_spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    if weights is None:
+        weights = {"model.fc.weight": torch.zeros(2, 2)}
+    torch.save(weights, folder / "model")
+    return folder
+
+
+def base_spec(**init_params) -> dict:
+    params = {"model_name": "resnet18", "pretrained": False, "zero_init_residual": False, **init_params}
+    return {
+        "flavor": {"name": "pytorch", "serialization_method": "state_dict"},
+        "model_file": "model",
+        "time_created": "2026-11-25T06:20:34.640419+0000",
+        "flavor_extras": {"module": RESNET_MODULE, "class": "ResNet", "is_cuda": False, "init_params": params},
+        "task_type": "MultiClassification",
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the companion components, run through their own command lines
+
+COMPONENTS = REPO_ROOT / "components"
+IMAGEFOLDER = DESIGNER / "inputs" / "imagefolder"
+GOLDEN_DIRECTORY = DESIGNER / "image_directory"
+GOLDEN_SCORED = DESIGNER / "scored_dataset"
+
+
+@pytest.fixture(scope="module")
+def aml() -> Any:
+    return pytest.importorskip("azure.ai.ml", reason="azure-ai-ml is an optional extra: pip install .[azure]")
+
+
+def component_yaml(stem: str) -> Path:
+    return COMPONENTS / f"{stem}.yaml"
+
+
+def run_companion(stem: str, inputs: dict[str, object], outputs: dict[str, Path]):
+    return run_component(component_yaml(stem), inputs, outputs, check=False, capture_output=True)
+
+
+def assert_user_error(result, name: str, exit_code: int) -> None:
+    """The component failed as a user error should: its exit code, one line on stderr naming the error, no
+    traceback."""
+    assert result.returncode == exit_code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{name}: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def assert_same_files(actual: Path, expected: Path) -> None:
+    assert tree_digest(actual) == tree_digest(expected)
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run record
+
+
+def hyperparameters(**changes) -> Hyperparameters:
+    """The designer's defaults and today's recipe, with the given fields changed."""
+    values = {
+        "epochs": 5,
+        "batch_size": 16,
+        "world_size": 1,
+        "learning_rate": 0.001,
+        "random_seed": 1,
+        "patience": 3,
+        "image_size": (32, 48),
+        "optimizer": OPTIMIZER_NAME,
+        "momentum": MOMENTUM,
+        "nesterov": NESTEROV,
+        "weight_decay": WEIGHT_DECAY,
+        "lr_schedule": SCHEDULE_NAME,
+    }
+    return Hyperparameters(**{**values, **changes})

@@ -16,7 +16,8 @@ from pathlib import Path
 from .cli import run_cli
 from .errors import InvalidModelDirectoryError, InvalidParameterError
 from .formats.model_directory import write_model_directory
-from .model.networks import ARCHITECTURES, DesignerNet, build_network, build_pretrained_network, family_of_architecture
+from .model.families import ARCHITECTURES, family_of_architecture
+from .model.networks import DesignerNet, build_network, build_pretrained_network
 from .output.publish import check_output_folder, fresh_staging, publish
 from .settings import parse_bool, path_argument
 

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from ..errors import InvalidModelDirectoryError
-from ..model.networks import ALLOWED_CLASSES, DESIGNER_MEAN, DESIGNER_STD, FAMILIES, Family
+from ..model.families import ALLOWED_CLASSES, DESIGNER_MEAN, DESIGNER_STD, FAMILIES, Family
 from .archives import inside
 from .designer_files import dump_yaml, now_timestamp
 
@@ -27,6 +27,7 @@ LABEL_FILE = "index_to_label.csv"
 TASK_TYPE = "MultiClassification"
 PRE_PROCESSOR_MODULE = "azureml.designer.core.model.model_spec.builtin_model_meta.pre_processor"
 FIX_HINT = "Connect the output of a DenseNet or ResNet module (or of this project's init-model component)."
+NEEDS_PYTORCH = "Train PyTorch Model needs a PyTorch model such as DenseNet or ResNet."
 
 
 @dataclass
@@ -63,6 +64,39 @@ def _read_yaml(path: Path, subject: str, root: Path) -> dict:
 def read_model_directory(path: str | Path, subject: str = "Untrained model") -> ModelSpec:
     """Parse and check a model folder without importing or unpickling anything."""
     root = Path(path)
+    spec = _read_spec(root, subject)
+    family, init_params = _network_of(spec, subject, root)
+    task = spec.get("task_type", TASK_TYPE)
+    if task != TASK_TYPE:
+        raise _fail(subject, root, f"its task type is '{task}'; only {TASK_TYPE} is trained.")
+    weights_file = root / str(spec.get("model_file") or MODEL_FILE)
+    if not inside(root, weights_file):
+        raise _fail(subject, root, f"the weights file '{weights_file.name}' lies outside the folder (a link?).")
+    if not weights_file.is_file():
+        raise _fail(subject, root, f"the weights file '{weights_file.name}' is missing.")
+    num_classes = init_params.get("num_classes")
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
+        raise _fail(subject, root, f"num_classes is {num_classes!r}, not a positive integer.")
+    mean, std = _normalization(spec, subject, root)
+    return ModelSpec(
+        root=root,
+        family=family,
+        architecture=init_params["model_name"],
+        pretrained=_flag(init_params, "pretrained", subject, root),
+        flag=_flag(init_params, family.flag, subject, root),
+        weights_file=weights_file,
+        num_classes=num_classes,
+        classes=_read_labels(root, spec, subject),
+        mean=mean,
+        std=std,
+        init_params=dict(init_params),
+    )
+
+
+def _read_spec(root: Path, subject: str) -> dict:
+    """The model spec that '_meta.yaml' points to, checked to describe a PyTorch state-dict model."""
     if not root.is_dir():
         raise _fail(subject, root, "the folder does not exist.")
     if not (root / "_meta.yaml").is_file():
@@ -75,20 +109,11 @@ def read_model_directory(path: str | Path, subject: str = "Untrained model") -> 
         raise _fail(subject, root, f"the model spec '{spec_path.name}' is missing.")
     spec = _read_yaml(spec_path, subject, root)
     if "file_name" in spec and "model_file" not in spec:
-        raise _fail(
-            subject,
-            root,
-            "it holds a legacy pickled (non-PyTorch) model.",
-            "Train PyTorch Model needs a PyTorch model such as DenseNet or ResNet.",
-        )
+        raise _fail(subject, root, "it holds a legacy pickled (non-PyTorch) model.", NEEDS_PYTORCH)
     flavor = spec.get("flavor") or {}
     if not isinstance(flavor, dict) or str(flavor.get("name", "")).lower() != "pytorch":
-        raise _fail(
-            subject,
-            root,
-            f"its flavor is {flavor.get('name') if isinstance(flavor, dict) else flavor!r}, not pytorch.",
-            "Train PyTorch Model needs a PyTorch model such as DenseNet or ResNet.",
-        )
+        shown = flavor.get("name") if isinstance(flavor, dict) else flavor
+        raise _fail(subject, root, f"its flavor is {shown!r}, not pytorch.", NEEDS_PYTORCH)
     if flavor.get("serialization_method", "state_dict") != "state_dict":
         raise _fail(
             subject,
@@ -96,6 +121,11 @@ def read_model_directory(path: str | Path, subject: str = "Untrained model") -> 
             f"its serialization method is '{flavor.get('serialization_method')}'; only "
             "state_dict models are read (pickled modules could run arbitrary code).",
         )
+    return spec
+
+
+def _network_of(spec: dict, subject: str, root: Path) -> tuple[Family, dict]:
+    """The allowlisted family that the spec's module and class name, and its checked init parameters."""
     extras = spec.get("flavor_extras") or {}
     if not isinstance(extras, dict):
         raise _fail(subject, root, f"flavor_extras is {extras!r}, not a mapping.")
@@ -121,33 +151,7 @@ def read_model_directory(path: str | Path, subject: str = "Untrained model") -> 
     unknown = set(init_params) - {"model_name", "pretrained", family.flag, "num_classes"}
     if unknown:
         raise _fail(subject, root, f"init_params has unknown keys: {', '.join(sorted(map(str, unknown)))}.")
-    task = spec.get("task_type", TASK_TYPE)
-    if task != TASK_TYPE:
-        raise _fail(subject, root, f"its task type is '{task}'; only {TASK_TYPE} is trained.")
-    weights_file = root / str(spec.get("model_file") or MODEL_FILE)
-    if not inside(root, weights_file):
-        raise _fail(subject, root, f"the weights file '{weights_file.name}' lies outside the folder (a link?).")
-    if not weights_file.is_file():
-        raise _fail(subject, root, f"the weights file '{weights_file.name}' is missing.")
-    num_classes = init_params.get("num_classes")
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-    ):
-        raise _fail(subject, root, f"num_classes is {num_classes!r}, not a positive integer.")
-    mean, std = _normalization(spec, subject, root)
-    return ModelSpec(
-        root=root,
-        family=family,
-        architecture=architecture,
-        pretrained=_flag(init_params, "pretrained", subject, root),
-        flag=_flag(init_params, family.flag, subject, root),
-        weights_file=weights_file,
-        num_classes=num_classes,
-        classes=_read_labels(root, spec, subject),
-        mean=mean,
-        std=std,
-        init_params=dict(init_params),
-    )
+    return family, init_params
 
 
 def _flag(init_params: dict, name: str, subject: str, root: Path) -> bool:

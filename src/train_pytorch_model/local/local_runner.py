@@ -255,101 +255,139 @@ def plan_pipeline(
     paths in them are taken relative to the current directory, relative paths in the YAML relative to it.
     """
     yaml_path = Path(path).absolute()
-    base = yaml_path.parent
     document = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     if not isinstance(document, dict) or document.get("type") != "pipeline":
         raise PipelineError(f"{yaml_path}: not a pipeline job YAML (type: pipeline)")
     apply_overrides(document, overrides or {})
-    work = Path(workdir).expanduser().absolute()
-
-    declared_inputs = document.get("inputs") or {}
-    pipeline_inputs = {name: _pipeline_input_value(name, value, base) for name, value in declared_inputs.items()}
-    for name, value in (inputs or {}).items():
-        if name not in declared_inputs:
-            raise PipelineError(
-                f"--input {name}: the pipeline has no input {name!r} "
-                f"(it declares {', '.join(map(repr, declared_inputs)) or 'none'})"
-            )
-        kind = declared_inputs[name].get("type") if isinstance(declared_inputs[name], dict) else None
-        is_data = kind is not None and kind not in _PRIMITIVE_TYPES
-        pipeline_inputs[name] = Path(value).expanduser().absolute() if is_data else _scalar(value)
-    declared_outputs = document.get("outputs") or {}
-    unknown_outputs = sorted(set(outputs or {}) - set(declared_outputs))
+    pipeline = _PipelineBindings(
+        base=yaml_path.parent,
+        work=Path(workdir).expanduser().absolute(),
+        inputs=_pipeline_inputs(document, inputs or {}, yaml_path.parent),
+        declared_outputs=document.get("outputs") or {},
+        given_outputs=outputs or {},
+    )
+    unknown_outputs = sorted(set(pipeline.given_outputs) - set(pipeline.declared_outputs))
     if unknown_outputs:
         raise PipelineError(f"--output {unknown_outputs[0]}: the pipeline has no output {unknown_outputs[0]!r}")
-
     jobs = document.get("jobs")
     if not isinstance(jobs, dict) or not jobs:
         raise PipelineError(f"{yaml_path}: a pipeline needs a 'jobs' mapping with at least one step")
+    steps = {name: _plan_step(name, job, pipeline) for name, job in jobs.items()}
+    _check_step_references(steps)
+    order = _topological_order(steps)
+    for name in order:
+        _render_step(steps[name], steps)
+    return [steps[name] for name in order]
 
-    steps: dict[str, Step] = {}
-    for name, job in jobs.items():
-        if not isinstance(job, dict):
-            raise PipelineError(f"step {name!r}: expected a mapping")
-        if job.get("type", "command") != "command":
-            raise PipelineError(f"step {name!r}: only command steps run locally, not type {job.get('type')!r}")
-        component_path = _resolve_component(name, job, base)
-        try:
-            spec = load_component_spec(component_path)
-        except (ComponentSpecError, OSError, yaml.YAMLError) as error:
-            raise PipelineError(f"step {name!r}: {error}") from error
-        step = Step(name, component_path, spec)
-        step.ignored = [key for key in _REMOTE_ONLY_KEYS if job.get(key) is not None]
-        step.environment_variables = {str(k): str(v) for k, v in (job.get("environment_variables") or {}).items()}
-        component_inputs = spec.get("inputs") or {}
-        for input_name, raw in (job.get("inputs") or {}).items():
-            if input_name not in component_inputs:
-                raise PipelineError(
-                    f"step {name!r}: the component has no input {input_name!r} "
-                    f"(it declares {', '.join(map(repr, component_inputs)) or 'none'})"
-                )
-            value = _job_value(name, input_name, raw, pipeline_inputs, base)
-            if isinstance(value, _StepOutput) and value.step not in step.depends_on:
-                step.depends_on.append(value.step)
-            step.inputs[input_name] = value
-        component_outputs = spec.get("outputs") or {}
-        for output_name in component_outputs:
-            step.outputs[output_name] = work / name / output_name
-        for output_name, raw in (job.get("outputs") or {}).items():
-            if output_name not in component_outputs:
-                raise PipelineError(f"step {name!r}: the component has no output {output_name!r}")
-            binding = raw.get("path") if isinstance(raw, dict) else raw
-            match = _PARENT_BINDING.match(binding) if isinstance(binding, str) else None
-            if match and match.group(1) == "outputs":
-                parent_output = match.group(2)
-                step.pipeline_outputs[output_name] = parent_output
-                if parent_output not in declared_outputs:
-                    raise PipelineError(f"step {name!r}, output {output_name!r}: no pipeline output {parent_output!r}")
-                if parent_output in (outputs or {}):
-                    step.outputs[output_name] = Path(outputs[parent_output]).expanduser().absolute()  # type: ignore[index]
-        steps[name] = step
 
+@dataclass(frozen=True)
+class _PipelineBindings:
+    """What every step of a pipeline binds against: the YAML's folder, the work folder, the pipeline's inputs
+    (YAML values overridden by --input) and its outputs (declared, and the folders --output gives)."""
+
+    base: Path
+    work: Path
+    inputs: dict[str, object]
+    declared_outputs: Mapping[str, Any]
+    given_outputs: Mapping[str, str]
+
+
+def _pipeline_inputs(document: Mapping[str, Any], given: Mapping[str, str], base: Path) -> dict[str, object]:
+    """The pipeline's inputs: the YAML's values, overridden by --input (data paths relative to the current
+    folder, literals read as YAML scalars)."""
+    declared = document.get("inputs") or {}
+    values = {name: _pipeline_input_value(name, value, base) for name, value in declared.items()}
+    for name, value in given.items():
+        if name not in declared:
+            raise PipelineError(
+                f"--input {name}: the pipeline has no input {name!r} "
+                f"(it declares {', '.join(map(repr, declared)) or 'none'})"
+            )
+        kind = declared[name].get("type") if isinstance(declared[name], dict) else None
+        is_data = kind is not None and kind not in _PRIMITIVE_TYPES
+        values[name] = Path(value).expanduser().absolute() if is_data else _scalar(value)
+    return values
+
+
+def _plan_step(name: str, job: object, pipeline: _PipelineBindings) -> Step:
+    """One job: its component loaded, its inputs bound (other steps' outputs still as references) and its
+    output folders assigned."""
+    if not isinstance(job, dict):
+        raise PipelineError(f"step {name!r}: expected a mapping")
+    if job.get("type", "command") != "command":
+        raise PipelineError(f"step {name!r}: only command steps run locally, not type {job.get('type')!r}")
+    component_path = _resolve_component(name, job, pipeline.base)
+    try:
+        spec = load_component_spec(component_path)
+    except (ComponentSpecError, OSError, yaml.YAMLError) as error:
+        raise PipelineError(f"step {name!r}: {error}") from error
+    step = Step(name, component_path, spec)
+    step.ignored = [key for key in _REMOTE_ONLY_KEYS if job.get(key) is not None]
+    step.environment_variables = {str(k): str(v) for k, v in (job.get("environment_variables") or {}).items()}
+    component_inputs = spec.get("inputs") or {}
+    for input_name, raw in (job.get("inputs") or {}).items():
+        if input_name not in component_inputs:
+            raise PipelineError(
+                f"step {name!r}: the component has no input {input_name!r} "
+                f"(it declares {', '.join(map(repr, component_inputs)) or 'none'})"
+            )
+        value = _job_value(name, input_name, raw, pipeline.inputs, pipeline.base)
+        if isinstance(value, _StepOutput) and value.step not in step.depends_on:
+            step.depends_on.append(value.step)
+        step.inputs[input_name] = value
+    _assign_outputs(step, job.get("outputs") or {}, pipeline)
+    return step
+
+
+def _assign_outputs(step: Step, bound: Mapping[str, Any], pipeline: _PipelineBindings) -> None:
+    """Every output gets <workdir>/<step>/<output>, except one bound to ${{parent.outputs.Z}} that --output
+    gives a folder."""
+    component_outputs = step.spec.get("outputs") or {}
+    for output_name in component_outputs:
+        step.outputs[output_name] = pipeline.work / step.name / output_name
+    for output_name, raw in bound.items():
+        if output_name not in component_outputs:
+            raise PipelineError(f"step {step.name!r}: the component has no output {output_name!r}")
+        binding = raw.get("path") if isinstance(raw, dict) else raw
+        match = _PARENT_BINDING.match(binding) if isinstance(binding, str) else None
+        if not (match and match.group(1) == "outputs"):
+            continue
+        parent_output = match.group(2)
+        step.pipeline_outputs[output_name] = parent_output
+        if parent_output not in pipeline.declared_outputs:
+            raise PipelineError(f"step {step.name!r}, output {output_name!r}: no pipeline output {parent_output!r}")
+        if parent_output in pipeline.given_outputs:
+            step.outputs[output_name] = Path(pipeline.given_outputs[parent_output]).expanduser().absolute()
+
+
+def _check_step_references(steps: Mapping[str, Step]) -> None:
+    """Every ${{parent.jobs.S.outputs.Y}} names a step that exists and an output it has."""
     for step in steps.values():
         for input_name, value in step.inputs.items():
-            if isinstance(value, _StepOutput):
-                if value.step not in steps:
-                    raise PipelineError(f"step {step.name!r}, input {input_name!r}: there is no step {value.step!r}")
-                if value.output not in steps[value.step].outputs:
-                    raise PipelineError(
-                        f"step {step.name!r}, input {input_name!r}: step {value.step!r} has no output {value.output!r}"
-                    )
-    order = _topological_order(steps)
+            if not isinstance(value, _StepOutput):
+                continue
+            if value.step not in steps:
+                raise PipelineError(f"step {step.name!r}, input {input_name!r}: there is no step {value.step!r}")
+            if value.output not in steps[value.step].outputs:
+                raise PipelineError(
+                    f"step {step.name!r}, input {input_name!r}: step {value.step!r} has no output {value.output!r}"
+                )
 
-    for name in order:
-        step = steps[name]
-        for input_name, value in list(step.inputs.items()):
-            if isinstance(value, _StepOutput):
-                step.inputs[input_name] = steps[value.step].outputs[value.output]
-        _check_bound(step)
-        local = {key: value for key, value in step.inputs.items() if not isinstance(value, _RemotePath)}
-        problems = check_input_values(step.spec, local)
-        if problems:
-            raise PipelineError(f"step {name!r}: {'; '.join(problems)}")
-        try:
-            step.command = render_command(step.spec, step.inputs, step.outputs)
-        except (UnboundInputError, UnboundOutputError, ComponentSpecError) as error:
-            raise PipelineError(f"step {name!r}: {error}") from error
-    return [steps[name] for name in order]
+
+def _render_step(step: Step, steps: Mapping[str, Step]) -> None:
+    """Resolve the step's references to earlier steps' folders, check its values, render its command."""
+    for input_name, value in list(step.inputs.items()):
+        if isinstance(value, _StepOutput):
+            step.inputs[input_name] = steps[value.step].outputs[value.output]
+    _check_bound(step)
+    local = {key: value for key, value in step.inputs.items() if not isinstance(value, _RemotePath)}
+    problems = check_input_values(step.spec, local)
+    if problems:
+        raise PipelineError(f"step {step.name!r}: {'; '.join(problems)}")
+    try:
+        step.command = render_command(step.spec, step.inputs, step.outputs)
+    except (UnboundInputError, UnboundOutputError, ComponentSpecError) as error:
+        raise PipelineError(f"step {step.name!r}: {error}") from error
 
 
 def _check_bound(step: Step) -> None:

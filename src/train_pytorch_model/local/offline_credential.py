@@ -20,13 +20,19 @@ class OfflineCredential:
         return AccessToken("offline", int(time.time()) + 3600)
 
 
-def offline_ml_client(credential: OfflineCredential | None = None) -> Any:
-    """An MLClient for a placeholder workspace, for offline validation only (nothing is ever sent)."""
+def offline_ml_client(
+    credential: OfflineCredential | None = None,
+    *,
+    subscription_id: str = "00000000-0000-0000-0000-000000000000",
+    resource_group: str = "rg",
+    workspace_name: str = "ws",
+) -> Any:
+    """An MLClient for a workspace (a placeholder unless named), for offline validation only: nothing is sent."""
     from azure.ai.ml import MLClient
 
     return MLClient(
         credential=credential or OfflineCredential(),
-        subscription_id="00000000-0000-0000-0000-000000000000",
-        resource_group_name="rg",
-        workspace_name="ws",
+        subscription_id=subscription_id,
+        resource_group_name=resource_group,
+        workspace_name=workspace_name,
     )

@@ -17,8 +17,8 @@ from ..errors import InvalidDatasetError, InvalidParameterError
 from ..formats.image_directory import LabeledImages, load_labeled_images
 from ..formats.model_directory import ModelSpec
 from ..formats.preprocessing import Preprocessing
+from ..model.families import IMAGENET_MEAN, IMAGENET_STD
 from ..model.loading import LoadedNetwork, load_for_training
-from ..model.networks import IMAGENET_MEAN, IMAGENET_STD
 from ..output.summary import dataset_summary
 from ..settings import Settings
 

@@ -1,5 +1,6 @@
-"""A job killed with SIGKILL after an epoch, run again on the same output, ends exactly like one that was never
-interrupted: same weights, same per-epoch metrics, one MLflow point per epoch."""
+"""Resuming a preempted job from its checkpoint: the same result as an uninterrupted run, never another run's
+state, and a usable MLflow run whatever the store holds.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from train_pytorch_model.settings import CHECKPOINT_DIR
 from train_pytorch_model.training.checkpoint import CHECKPOINT_FILE
 
 COMPONENT = REPO_ROOT / "component.yaml"
+
+
 EPOCHS = 4
 
 

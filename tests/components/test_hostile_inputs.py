@@ -1,5 +1,6 @@
-"""A corpus of bad inputs, built by the tests: each gets its specific error, its exit code and a message that
-names the problem, with no traceback, no valid-looking output, and no byte of any input changed."""
+"""Hostile and broken inputs through the component's entry: each gets its named error and exit code, one line on
+stderr, no traceback, inputs untouched and no output that looks valid.
+"""
 
 from __future__ import annotations
 
@@ -252,6 +253,7 @@ MODEL_CASES = [
     (model_with_boolean_num_classes, "num_classes is True, not a positive integer"),
     (model_with_bad_normalization, "input normalization"),
 ]
+
 
 TRAINING_CASES = [
     (flat_folder, "NotLabeledDatasetError", 5, "not sorted into class folders"),

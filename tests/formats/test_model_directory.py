@@ -1,6 +1,6 @@
 """The designer's model folders (designer-formats.md section 3): reading the golden designer-written folders,
-writing folders the designer can read, the model allowlist, refusing unsafe or broken inputs without running
-anything, and the init-model command line."""
+writing folders the designer can read, and refusing unsafe or broken folders and weights without running anything.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +8,19 @@ import builtins
 import csv
 import importlib
 import io
-import os
 import pickle
 import random
 import re
-import shutil
-import socket
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 import yaml
-from torch import nn
 
-from train_pytorch_model import init_model
-from train_pytorch_model.errors import InvalidModelDirectoryError, InvalidParameterError
+from conftest import base_spec, small_model_folder
+from train_pytorch_model.errors import InvalidModelDirectoryError
 from train_pytorch_model.formats.model_directory import (
     load_weights,
     read_model_directory,
@@ -33,46 +28,19 @@ from train_pytorch_model.formats.model_directory import (
     write_model_directory,
 )
 from train_pytorch_model.init_model import write_untrained_model
+from train_pytorch_model.model.families import DENSENET_MODULE, FAMILIES
 from train_pytorch_model.model.networks import (
-    DENSENET_MODULE,
-    FAMILIES,
-    RESNET_MODULE,
     DesignerNet,
     build_network,
-    classifier_of,
-    family_of_architecture,
-    load_matching,
-    replace_classifier,
-    strip_parallel_prefixes,
 )
 
 TIME_LINE = re.compile(r"^time_created: (.*)$", re.MULTILINE)
+
+
 TIME_VALUE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+0000$")
+
+
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
-
-
-# ---------------------------------------------------------------------------------------------------------
-# helpers and shared fixtures
-
-
-@pytest.fixture(scope="module")
-def golden_untrained(designer_fixtures) -> Path:
-    return designer_fixtures / "untrained_model"
-
-
-@pytest.fixture(scope="module")
-def golden_trained(designer_fixtures) -> Path:
-    return designer_fixtures / "trained_model"
-
-
-@pytest.fixture(scope="module")
-def golden_untrained_state(golden_untrained) -> dict[str, torch.Tensor]:
-    return load_weights(read_model_directory(golden_untrained))
-
-
-@pytest.fixture(scope="module")
-def golden_trained_state(golden_trained) -> dict[str, torch.Tensor]:
-    return load_weights(read_model_directory(golden_trained, subject="Trained model"), subject="Trained model")
 
 
 def without_time(text: str) -> str:
@@ -83,32 +51,6 @@ def time_created(text: str) -> str:
     match = TIME_LINE.search(text)
     assert match, "model_spec.yaml has no time_created line"
     return match.group(1)
-
-
-def small_model_folder(folder: Path, spec: dict | None = None, meta: dict | None = None, weights=None) -> Path:
-    """A valid (designer-shaped) model folder with a tiny 'model' file; parts replaced as given."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if meta is None:
-        meta = {"type": "ModelDirectory", "extension": {}, "model": "model_spec.yaml"}
-    if spec is None:
-        spec = base_spec()
-    (folder / "_meta.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
-    (folder / "model_spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
-    if weights is None:
-        weights = {"model.fc.weight": torch.zeros(2, 2)}
-    torch.save(weights, folder / "model")
-    return folder
-
-
-def base_spec(**init_params) -> dict:
-    params = {"model_name": "resnet18", "pretrained": False, "zero_init_residual": False, **init_params}
-    return {
-        "flavor": {"name": "pytorch", "serialization_method": "state_dict"},
-        "model_file": "model",
-        "time_created": "2026-11-25T06:20:34.640419+0000",
-        "flavor_extras": {"module": RESNET_MODULE, "class": "ResNet", "is_cuda": False, "init_params": params},
-        "task_type": "MultiClassification",
-    }
 
 
 def assert_invalid(folder: Path, *phrases: str) -> InvalidModelDirectoryError:
@@ -303,82 +245,6 @@ def test_label_map_with_comma_reads_back_from_folder(tmp_path):
     assert spec.classes == classes
     # a null mean/std in the writer gives the designer's 0.5 defaults
     assert spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.5, 0.5, 0.5)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# pretrained weights: torchvision's weights API, from the hub cache, with no network
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
-def test_pretrained_weights_come_from_the_hub_cache(tmp_path, monkeypatch, no_network):
-    torch_home = tmp_path / "torch_home"
-    monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    torch.manual_seed(1234)
-    reference = torchvision.models.resnet18()
-    with torch.no_grad():
-        reference.conv1.weight.fill_(0.123)
-        reference.fc.bias.fill_(-0.5)
-    url = torchvision.models.ResNet18_Weights.DEFAULT.url
-    checkpoints = torch_home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    torch.save(reference.state_dict(), checkpoints / os.path.basename(url))
-
-    folder = tmp_path / "pretrained"
-    write_untrained_model(folder, "resnet18", pretrained=True, flag=False)
-
-    spec_yaml = yaml.safe_load((folder / "model_spec.yaml").read_text(encoding="utf-8"))
-    assert spec_yaml["flavor_extras"]["init_params"]["pretrained"] is True
-    assert "pretrained: true" in (folder / "model_spec.yaml").read_text(encoding="utf-8")
-
-    written = torch.load(folder / "model", map_location="cpu", weights_only=True)
-    expected = reference.state_dict()
-    assert sorted(written) == sorted(f"model.{k}" for k in expected)
-    for key, value in expected.items():
-        assert torch.equal(written[f"model.{key}"], value), key
-    assert torch.all(written["model.conv1.weight"] == 0.123)
-    assert "out_linear_model.weight" not in written
-
-    spec = read_model_directory(folder)
-    assert spec.pretrained is True
-    assert spec.num_classes is None
-
-
-class _Planted:
-    def __reduce__(self):
-        return (Path.touch, (Path("/tmp/train_pytorch_model_hub_pwned"),))
-
-
-def test_a_pickle_planted_in_the_weights_cache_is_refused_not_run(tmp_path, monkeypatch, no_network):
-    torch_home = tmp_path / "torch_home"
-    monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    checkpoints = torch_home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    url = torchvision.models.ResNet18_Weights.DEFAULT.url
-    torch.save({"conv1.weight": _Planted()}, checkpoints / os.path.basename(url))
-    folder = tmp_path / "pretrained"
-    with pytest.raises(InvalidModelDirectoryError, match="could not be loaded"):
-        write_untrained_model(folder, "resnet18", pretrained=True, flag=False)
-    assert not Path("/tmp/train_pytorch_model_hub_pwned").exists()
-    assert not (folder / "_meta.yaml").exists()
-
-
-def test_pretrained_without_cache_or_network_fails_clearly(tmp_path, monkeypatch, no_network):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
-    folder = tmp_path / "pretrained"
-    with pytest.raises(InvalidModelDirectoryError) as info:
-        write_untrained_model(folder, "resnet18", pretrained=True, flag=False)
-    assert "TORCH_HOME" in str(info.value)
-    assert "resnet18" in str(info.value)
-    assert not (folder / "_meta.yaml").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -627,148 +493,3 @@ def test_non_tensor_state_dict_is_refused(tmp_path):
     message = assert_weights_refused(spec_with_weights(tmp_path, obj={"model.fc.weight": [1, 2, 3]}))
     assert "state dict of named tensors" in message
     assert_weights_refused(spec_with_weights(tmp_path, obj=[torch.zeros(1)]))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# designer core 0.0.60: is_parallel and DataParallel key prefixes
-
-
-@pytest.mark.parametrize("prefix", ["module.model.", "model.module."])
-def test_parallel_prefixes_are_stripped(tmp_path, prefix, golden_untrained_state):
-    parallel = {prefix + key[len("model.") :]: value for key, value in golden_untrained_state.items()}
-    spec = base_spec()
-    spec["flavor_extras"] = {
-        "module": RESNET_MODULE,
-        "class": "ResNet",
-        "is_parallel": True,
-        "is_cuda": False,
-        "init_params": spec["flavor_extras"]["init_params"],
-    }
-    folder = small_model_folder(tmp_path / "m", spec=spec, weights=parallel)
-    model_spec = read_model_directory(folder)
-    state = load_weights(model_spec)
-    assert all(key.startswith(prefix) for key in state)
-
-    net = DesignerNet(build_network("resnet18"))
-    with pytest.raises(RuntimeError):
-        net.load_state_dict(state, strict=True)
-    cleaned = strip_parallel_prefixes(state)
-    assert sorted(cleaned) == sorted(golden_untrained_state)
-    net.load_state_dict(cleaned, strict=True)
-    assert torch.equal(net.model.fc.weight, golden_untrained_state["model.fc.weight"])
-
-
-def test_strip_parallel_prefixes_leaves_plain_keys_alone(golden_untrained_state):
-    cleaned = strip_parallel_prefixes(golden_untrained_state)
-    assert list(cleaned) == list(golden_untrained_state)
-    assert strip_parallel_prefixes({"out_linear_model.weight": torch.zeros(1)}) == {
-        "out_linear_model.weight": torch.zeros(1)
-    }
-    # a 'module' deeper in the name is part of the network, not a wrapper
-    deep = {"model.layer1.module.weight": torch.zeros(1)}
-    assert list(strip_parallel_prefixes(deep)) == ["model.layer1.module.weight"]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# models
-
-
-def test_family_of_architecture():
-    assert family_of_architecture("resnet18").name == "resnet"
-    assert family_of_architecture("wide_resnet50_2").name == "resnet"
-    assert family_of_architecture("densenet201").name == "densenet"
-    with pytest.raises(KeyError, match="resnet9000"):
-        family_of_architecture("resnet9000")
-    assert FAMILIES["resnet"].default == "resnext101_32x8d"
-    assert FAMILIES["densenet"].default == "densenet201"
-    assert FAMILIES["resnet"].default in FAMILIES["resnet"].architectures
-
-
-def test_build_network_heads_and_flags():
-    net = build_network("resnet18", num_classes=5, flag=True)
-    assert classifier_of(net)[0] == "fc"
-    assert net.fc.out_features == 5
-    # zero_init_residual zeroes the last BatchNorm weight in each block
-    assert torch.count_nonzero(net.layer1[0].bn2.weight) == 0
-    dense = build_network("densenet121", num_classes=3, flag=True)
-    name, layer = classifier_of(dense)
-    assert name == "classifier" and layer.out_features == 3
-    assert dense.features.denseblock1.denselayer1.memory_efficient is True
-    with pytest.raises(TypeError):
-        classifier_of(nn.Sequential(nn.Linear(2, 2)))
-
-
-def test_replace_classifier_and_load_matching(golden_trained_state):
-    net = DesignerNet(build_network("resnet18"))
-    replace_classifier(net.model, 2)
-    assert net.model.fc.in_features == 512 and net.model.fc.out_features == 2
-    net.load_state_dict(golden_trained_state, strict=True)
-
-    fresh = DesignerNet(build_network("resnet18", num_classes=7))
-    loaded, left = load_matching(fresh, golden_trained_state)
-    assert left == ["model.fc.bias", "model.fc.weight"]
-    assert "model.conv1.weight" in loaded and "model.fc.weight" not in loaded
-    assert torch.equal(fresh.model.conv1.weight, golden_trained_state["model.conv1.weight"])
-
-
-def test_designer_net_stacked_head():
-    torch.manual_seed(0)
-    network = build_network("resnet18")
-    head = nn.Linear(1000, 4)
-    net = DesignerNet(network, head).eval()
-    assert "out_linear_model.weight" in net.state_dict()
-    images = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(net(images), head(network(images)))
-        assert DesignerNet(network).eval()(images).shape == (1, 1000)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# init_model command line
-
-
-def test_init_model_main_writes_folder(tmp_path):
-    folder = tmp_path / "out"
-    code = init_model.main(["--model-name", "resnet18", "--pretrained", "false", "--untrained-model", str(folder)])
-    assert code == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["_meta.yaml", "model", "model_spec.yaml"]
-    spec = read_model_directory(folder)
-    assert (spec.architecture, spec.pretrained, spec.flag) == ("resnet18", False, False)
-
-
-def test_init_model_main_rewrites_an_earlier_output(tmp_path):
-    folder = tmp_path / "out"
-    args = ["--model-name", "resnet18", "--pretrained", "false"]
-    assert init_model.main([*args, "--untrained-model", str(folder)]) == 0
-    (folder / "stale.txt").write_text("old")  # left by an earlier writer: the folder is still an earlier output
-    args += ["--zero-init-residual", "true"]
-    assert init_model.main([*args, "--untrained-model", str(folder)]) == 0
-    assert not (folder / "stale.txt").exists()
-    assert not (folder / ".staging").exists()
-    assert read_model_directory(folder).flag is True
-
-
-def test_init_model_main_unknown_name(tmp_path, capsys, monkeypatch):
-    monkeypatch.delenv("TRAIN_PYTORCH_MODEL_DEBUG", raising=False)
-    folder = tmp_path / "out"
-    code = init_model.main(["--model-name", "resnet9000", "--pretrained", "false", "--untrained-model", str(folder)])
-    assert code == 3 == InvalidParameterError.exit_code
-    err = capsys.readouterr().err
-    assert "InvalidParameterError" in err
-    assert "resnet9000" in err
-    assert "Traceback" not in err
-    assert not (folder / "_meta.yaml").exists()
-
-
-def test_init_model_main_bad_boolean(tmp_path, capsys):
-    folder = tmp_path / "out"
-    code = init_model.main(["--model-name", "resnet18", "--pretrained", "maybe", "--untrained-model", str(folder)])
-    assert code == 3
-    err = capsys.readouterr().err
-    assert "InvalidParameterError" in err and "Traceback" not in err
-
-
-def test_write_untrained_model_unknown_name_raises(tmp_path):
-    with pytest.raises(InvalidParameterError, match="resnet9000"):
-        write_untrained_model(tmp_path / "x", "resnet9000", pretrained=False, flag=False)
-    shutil.rmtree(tmp_path / "x", ignore_errors=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from conftest import REPO_ROOT
 from train_pytorch_model.local.command_line import (
     ComponentSpecError,
     UnboundInputError,
@@ -21,7 +22,8 @@ from train_pytorch_model.local.command_line import (
     run_component,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
+
 
 COMPONENT_YAML = ROOT / "component.yaml"
 

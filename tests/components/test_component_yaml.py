@@ -1,9 +1,4 @@
-"""component.yaml, conda.yaml and environment/environment.yaml, as azure-ai-ml reads them.
-
-These run offline: azure-ai-ml loads and validates a component locally (``components.validate`` skips
-remote validation by default and never asks the credential for a token), so a broken interface is caught
-here instead of at submission time.
-"""
+"""component.yaml and its environment, as azure-ai-ml loads and validates them offline, and its rendered command."""
 
 from __future__ import annotations
 
@@ -13,18 +8,28 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import REPO_ROOT
 from train_pytorch_model.local.command_line import load_component_spec, render_command
 from train_pytorch_model.local.offline_credential import OfflineCredential, offline_ml_client
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
+
 
 aml = pytest.importorskip("azure.ai.ml", reason="azure-ai-ml is an optional extra: pip install .[azure]")
 
+
 COMPONENT_YAML = ROOT / "component.yaml"
+
+
 ENVIRONMENT_YAML = ROOT / "environment" / "environment.yaml"
+
+
 CONDA_YAML = ROOT / "conda.yaml"
 
+
 DATA_INPUTS = ("untrained_model", "training_dataset", "validation_dataset")
+
+
 # name: (type, default, min, optional)
 PARAMETERS: dict[str, tuple[str, Any, Any, bool]] = {
     "epochs": ("integer", 5, 1, False),

@@ -1,5 +1,6 @@
-"""End-to-end training: the component's own command line, run as Azure ML runs it, on small real images,
-with a real MLflow store read back afterwards."""
+"""Train PyTorch Model end to end through component.yaml's own command line: the ModelDirectory it writes, its
+MLflow run, the best epoch's weights, reproducibility, the designer's inputs, and its report.
+"""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ from conftest import REPO_ROOT, write_digits_subset
 from train_pytorch_model.formats.model_directory import load_weights, read_model_directory
 from train_pytorch_model.local.command_line import run_component
 from train_pytorch_model.train import parse_args
-from train_pytorch_model.training.early_stopping import EarlyStopping
 from train_pytorch_model.training.job import run
 
 COMPONENT = REPO_ROOT / "component.yaml"
+
+
 EPOCH_METRICS = (
     "train_loss",
     "valid_loss",
@@ -262,17 +264,6 @@ def test_validation_labels_are_mapped_by_name(tmp_path, untrained_resnet18, monk
     assert accuracy == pytest.approx(summary["best_valid_accuracy"], abs=1e-9)
 
 
-def test_early_stopping_counts_epochs_without_a_new_best():
-    stopper = EarlyStopping(patience=2)
-    assert stopper.update(1, 1.0) and not stopper.should_stop
-    assert not stopper.update(2, 1.1)  # worse than the best
-    assert stopper.update(3, 0.9)  # new best resets the count
-    assert not stopper.update(4, 0.95)  # better than epoch 4's predecessor but not the best
-    assert not stopper.should_stop
-    assert not stopper.update(5, 0.9)  # equal is not a decrease
-    assert stopper.should_stop and stopper.best_epoch == 3
-
-
 @pytest.mark.parametrize(
     ("overrides", "code", "phrase"),
     [
@@ -367,28 +358,3 @@ def test_run_leaves_a_report(component_run):
     # The dataset summary was printed before training.
     assert "images per class" in result.stdout.lower() or "training" in result.stdout
     assert "  class" in result.stdout and "modes:" in result.stdout
-
-
-def test_progress_lines_when_not_a_terminal(capsys, monkeypatch):
-    from train_pytorch_model.training import progress
-
-    monkeypatch.setattr(progress, "LOG_INTERVAL_SECONDS", 0.0)
-    show = progress.EpochProgress(epoch=2, epochs=5, steps=4, batch_size=8, tty=False)
-    for step in range(1, 5):
-        show(step, torch.tensor(step * 8 * 0.5, dtype=torch.float64), torch.tensor(step * 6), step * 8)
-    show.close()
-    lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3  # the last step is reported by the epoch line instead
-    assert lines[0].startswith("  epoch 2/5 batch 1/4 (25%)") and "loss 0.5000" in lines[0]
-    assert "accuracy 0.750" in lines[0] and "img/s" in lines[0] and "s left" in lines[0]
-
-
-def test_progress_bar_in_a_terminal(capsys):
-    from train_pytorch_model.training import progress
-
-    show = progress.EpochProgress(epoch=1, epochs=1, steps=3, batch_size=4, tty=True)
-    for step in range(1, 4):
-        show(step, torch.tensor(1.0 * step * 4), torch.tensor(step * 4), step * 4)
-    show.close()
-    out = capsys.readouterr().out
-    assert "epoch 1/1" in out and "loss=1.0000" in out and "acc=1.000" in out

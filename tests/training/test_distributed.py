@@ -1,5 +1,6 @@
-"""The component's own command under torchrun with 2 processes (gloo on the CPU): a valid ModelDirectory, one
-MLflow run with one point per epoch, the metrics of a 1-process run at the same global batch, and resume."""
+"""Distributed training (torchrun semantics, gloo on the CPU): two processes write one model and one MLflow run,
+match one process at the same global batch, resume after a kill, and report an incomplete launch clearly.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +14,20 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, hyperparameters
+from train_pytorch_model.errors import DistributedSetupError
 from train_pytorch_model.formats.model_directory import read_model_directory
 from train_pytorch_model.local.command_line import load_component_spec, render_command
 from train_pytorch_model.settings import CHECKPOINT_DIR
 from train_pytorch_model.training.checkpoint import CHECKPOINT_FILE
+from train_pytorch_model.training.distributed import DistributedContext, init_distributed
 
 COMPONENT = REPO_ROOT / "component.yaml"
+
+
 EPOCHS = 3
 
 
@@ -174,3 +180,60 @@ def test_an_incomplete_launch_environment_is_a_clear_error(tmp_path, capsys, dig
     err = capsys.readouterr().err
     assert code == 9 and err.startswith("DistributedSetupError") and f"{missing} is not set" in err, err
     assert "Traceback" not in err and not (tmp_path / "out" / "_meta.yaml").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the helpers, in this process
+
+
+TORCHRUN_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture
+def launch_environment(monkeypatch):
+    """A clean slate of torchrun's variables; the test sets the ones it needs."""
+    for name in TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_plain_launch_is_one_process_that_does_everything(launch_environment):
+    context = init_distributed()
+    assert (context.world_size, context.rank, context.local_rank) == (1, 0, 0)
+    assert context.is_main and not context.enabled
+    values = torch.tensor([1.0, 2.0])
+    assert context.all_reduce_sum(values) is values and values.tolist() == [1.0, 2.0]
+    module = torch.nn.BatchNorm1d(2)
+    context.broadcast_buffers(module)  # no group: nothing to do, nothing raised
+    context.barrier()
+    context.shutdown()
+
+
+def test_missing_launch_variables_are_named(launch_environment):
+    launch_environment.setenv("WORLD_SIZE", "2")
+    launch_environment.setenv("RANK", "1")
+    with pytest.raises(DistributedSetupError) as raised:
+        init_distributed()
+    assert "MASTER_ADDR, MASTER_PORT are not set" in raised.value.message
+    assert raised.value.exit_code == 9
+
+
+def test_a_launch_variable_that_is_not_a_number_is_a_setup_error(launch_environment):
+    launch_environment.setenv("WORLD_SIZE", "two")
+    with pytest.raises(DistributedSetupError, match="not a number"):
+        init_distributed()
+
+
+def test_only_the_first_process_is_main():
+    assert DistributedContext(world_size=4, rank=0).is_main
+    assert not DistributedContext(world_size=4, rank=3).is_main
+    assert DistributedContext(world_size=4, rank=3).enabled
+
+
+@pytest.mark.parametrize(("processes", "batch", "rate"), [(1, 16, 0.001), (2, 8, 0.01), (8, 32, 0.1)])
+def test_the_batch_is_per_process_and_the_rate_scales_with_the_processes(processes, batch, rate):
+    recorded = hyperparameters(batch_size=batch, world_size=processes, learning_rate=rate)
+    assert recorded.global_batch_size == batch * processes
+    assert recorded.effective_learning_rate == pytest.approx(rate * processes)
+    assert recorded.as_dict()["global_batch_size"] == batch * processes
+    assert recorded.as_dict()["effective_learning_rate"] == pytest.approx(rate * processes)
