@@ -6,6 +6,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +237,39 @@ def hyperparameters(**changes) -> Hyperparameters:
         "lr_schedule": SCHEDULE_NAME,
     }
     return Hyperparameters(**{**values, **changes})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a small real disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of a given size (tmpfs), to see what a full disk does; skipped where mounting one needs
+    privileges this machine does not give (the injected full disk below runs everywhere)."""
+    mounts: list[Path] = []
+
+    def make(megabytes: int) -> Path:
+        folder = tmp_path / f"disk{len(mounts)}"
+        folder.mkdir()
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(folder)], capture_output=True, text=True
+        )
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a small file system here ({mounted.stderr.strip()})")
+        mounts.append(folder)
+        return folder
+
+    yield make
+    for folder in mounts:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_disk(folder: Path, leave_megabytes: int) -> Path:
+    """Write a file that leaves about leave_megabytes free on folder's file system."""
+    filler = folder / "filler.bin"
+    free = shutil.disk_usage(folder).free - (leave_megabytes << 20)
+    with open(filler, "wb") as stream:
+        for _ in range(max(0, free) >> 20):
+            stream.write(b"\0" * (1 << 20))
+    return filler

@@ -89,9 +89,11 @@ def test_after_a_resume_each_epoch_has_exactly_one_point(in_store):
     tracker.log_metrics({"valid_loss": 0.9, "train_loss": 1.0}, step=1)  # the epoch logged before the kill
     history = [{"epoch": epoch, "valid_loss": 1.0 / epoch, "train_loss": 1.0} for epoch in (1, 2, 3)]
     tracker.log_missing_epochs(history)
+    tracker.log_epoch({"valid_loss": 0.3, "train_loss": 1.0}, 3)  # trained again after the checkpoint: kept once
+    tracker.log_epoch({"valid_loss": 0.25, "train_loss": 1.0}, 4)
     tracker.end()
     points = in_store.get_metric_history(tracker.run_id, "valid_loss")
-    assert sorted((m.step, m.value) for m in points) == [(1, 0.9), (2, 0.5), (3, pytest.approx(1 / 3))]
+    assert sorted((m.step, m.value) for m in points) == [(1, 0.9), (2, 0.5), (3, pytest.approx(1 / 3)), (4, 0.25)]
 
 
 def test_a_failed_job_ends_its_run_failed(in_store):

@@ -75,3 +75,11 @@ class DistributedSetupError(ComponentError):
 
     exit_code = 9
     name = "DistributedSetupError"
+
+
+class InsufficientDiskSpaceError(ComponentError):
+    """A disk cannot hold what the job must write (the checkpoint, the model, the decoded cache, an archive's
+    contents): refused before the work when the size is known, or reported when the disk fills up anyway."""
+
+    exit_code = 10
+    name = "InsufficientDiskSpaceError"

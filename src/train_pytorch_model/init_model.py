@@ -18,7 +18,7 @@ from .errors import InvalidModelDirectoryError, InvalidParameterError
 from .formats.model_directory import write_model_directory
 from .model.families import ARCHITECTURES, family_of_architecture
 from .model.networks import DesignerNet, build_network, build_pretrained_network
-from .output.publish import check_output_folder, fresh_staging, publish
+from .output.publish import check_output_folder, staged
 from .settings import parse_bool, path_argument
 
 
@@ -45,9 +45,8 @@ def write_untrained_model(destination: Path, model_name: str, pretrained: bool, 
     else:
         network = build_network(model_name, flag=flag)
     init_params = {"model_name": model_name, "pretrained": pretrained, family.flag: flag}
-    staging = fresh_staging(destination)
-    write_model_directory(staging, DesignerNet(network).state_dict(), family, init_params)
-    publish(staging, destination)
+    with staged(destination, "the untrained model") as staging:
+        write_model_directory(staging, DesignerNet(network).state_dict(), family, init_params)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ class Tracker:
         self.tracking_uri: str | None = None
         self.problem: str | None = None
         self._owns_run = False
+        self._epochs_in_run: set[int] = set()  # epochs a resumed run already has a point for
 
     def start(self, run_name: str, resume_run_id: str | None = None) -> None:
         if self.enabled:
@@ -98,16 +99,22 @@ class Tracker:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self._guard("logging metrics", mlflow.log_metrics, metrics, step=step)
 
+    def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
+        """An epoch's metrics at step = epoch, unless the run already has that epoch (a resumed job trains again
+        the epochs after its checkpoint; the first attempt may have logged them)."""
+        if epoch not in self._epochs_in_run:
+            self.log_metrics(metrics, step=epoch)
+            self._epochs_in_run.add(epoch)
+
     def log_missing_epochs(self, history: list[dict[str, float]]) -> None:
         """After a resume: log the epochs the checkpoint has but the run lacks, so each epoch has one point."""
-        if not self.enabled or not history:
+        if not self.enabled:
             return
         history_of = mlflow.tracking.MlflowClient().get_metric_history
         points = self._guard("reading the run's metrics", history_of, self.run_id, "valid_loss") or []
-        logged = {m.step for m in points}
+        self._epochs_in_run = {int(m.step) for m in points}
         for row in history:
-            if row["epoch"] not in logged:
-                self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+            self.log_epoch({k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"]))
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self._guard("setting tags", mlflow.set_tags, {k: str(v) for k, v in tags.items()})

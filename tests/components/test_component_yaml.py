@@ -189,6 +189,7 @@ def test_conda_pins_the_packages_the_code_needs() -> None:
         "azureml-mlflow",
         "pyyaml",
         "pillow",
+        "pillow-heif",
         "numpy",
         "pandas",
     ):

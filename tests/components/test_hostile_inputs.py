@@ -4,21 +4,29 @@ stderr, no traceback, inputs untouched and no output that looks valid.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
 import tarfile
+import time
+import unicodedata
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
+import PIL.Image
 import pytest
 import torch
 import torchvision
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import tree_digest, write_digits_subset
+from conftest import REPO_ROOT, fill_disk, run_companion, tree_digest, write_digits_subset
+from train_pytorch_model.formats.dataframe_directory import DATA_FILE
+from train_pytorch_model.formats.model_directory import read_model_directory
+from train_pytorch_model.local.command_line import run_component
 from train_pytorch_model.model.networks import DesignerNet
 from train_pytorch_model.train import main
 
@@ -511,3 +519,209 @@ def test_an_empty_folder_argument_is_refused_not_taken_as_the_current_folder(cap
               str(valid), "--trained-model", "out"])  # fmt: skip
     assert exit_info.value.code == 2
     assert "is empty (an unset variable?)" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# faults real jobs meet: a full disk, phone photos, class names spelled two ways
+
+
+def wait_for_checkpoint(output: Path, epoch: int, seconds: float = 60) -> None:
+    """Until the background writer has put the checkpoint of epoch on disk."""
+    state = output / ".checkpoint" / "state.pt"
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        partial = state.with_name("state.pt.partial")
+        if state.is_file() and not partial.exists():
+            with contextlib.suppress(Exception):  # being replaced: look again
+                if torch.load(state, weights_only=True)["epoch"] == epoch:
+                    return
+        time.sleep(0.05)
+    raise AssertionError(f"the checkpoint of epoch {epoch} never landed")
+
+
+def assert_disk_error(code: int, err: str, *phrases: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 10, err
+    assert len(lines) == 1 and lines[0].startswith("InsufficientDiskSpaceError: Disk space: "), err
+    assert all(phrase in err for phrase in phrases), err
+    assert "Traceback" not in err
+
+
+def test_an_output_disk_too_small_is_refused_before_training(tmp_path, digits, untrained_resnet18, small_disk):
+    """Through component.yaml's own command line: the checkpoint and model sizes are known before the first
+    epoch, so the job stops in seconds with what it needs and what is free."""
+    train, valid = digits
+    inputs = {path: tree_digest(path) for path in (train, valid, untrained_resnet18)}
+    output = small_disk(100) / "trained_model"
+    result = run_component(
+        REPO_ROOT / "component.yaml",
+        {"untrained_model": untrained_resnet18, "training_dataset": train, "validation_dataset": valid},
+        {"trained_model": output},
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        check=False,
+        capture_output=True,
+    )
+    assert_disk_error(result.returncode, result.stderr, "the checkpoint and the trained model needs about 28", "MB")
+    assert "are free there" in result.stderr and str(output) in result.stderr
+    assert "Epoch 1/" not in result.stdout
+    check_clean_failure(result.stderr, output, inputs)
+
+
+def test_a_disk_filling_up_while_checkpointing_keeps_the_last_checkpoint(
+    tmp_path, capsys, digits, untrained_resnet18, small_disk, monkeypatch
+):
+    from train_pytorch_model.training import fit
+
+    train, valid = digits
+    inputs = {path: tree_digest(path) for path in (train, valid, untrained_resnet18)}
+    disk = small_disk(400)
+    output = disk / "trained_model"
+    real_run_epoch = fit.run_epoch
+
+    def fill_after_epoch_two(epoch, *args, **kwargs):
+        metrics = real_run_epoch(epoch, *args, **kwargs)
+        if epoch == 2:
+            wait_for_checkpoint(output, 1)
+            fill_disk(disk, leave_megabytes=20)  # the next checkpoint needs about 90 MB
+        return metrics
+
+    monkeypatch.setattr(fit, "run_epoch", fill_after_epoch_two)
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--epochs", "3")
+    assert_disk_error(code, err, "filled up while writing the checkpoint", "resumes")
+    check_clean_failure(err, output, inputs)
+    assert torch.load(output / ".checkpoint" / "state.pt", weights_only=True)["epoch"] == 1
+    assert not (output / ".checkpoint" / "state.pt.partial").exists()
+
+    (disk / "filler.bin").unlink()  # the user frees the disk and runs the same job again
+    monkeypatch.setattr(fit, "run_epoch", real_run_epoch)
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--epochs", "3")
+    assert code == 0, err
+    summary = json.loads((output / "training_summary.json").read_text(encoding="utf-8"))
+    assert summary["resumed_from_epoch"] == 1 and summary["last_epoch"] == 3
+
+
+def test_a_disk_filling_up_while_writing_the_model_leaves_nothing_that_looks_valid(
+    tmp_path, capsys, digits, untrained_resnet18, small_disk, monkeypatch
+):
+    from train_pytorch_model.training import finish
+
+    train, valid = digits
+    inputs = {path: tree_digest(path) for path in (train, valid, untrained_resnet18)}
+    disk = small_disk(400)
+    output = disk / "trained_model"
+    real_write = finish.write_model_output
+
+    def fill_then_write(*args, **kwargs):
+        wait_for_checkpoint(output, 2)
+        fill_disk(disk, leave_megabytes=10)  # the model and the MLflow model need about 90 MB
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(finish, "write_model_output", fill_then_write)
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--epochs", "2")
+    assert_disk_error(code, err, "filled up while writing the trained model")
+    check_clean_failure(err, output, inputs)
+    assert not (output / ".staging").exists()
+    assert torch.load(output / ".checkpoint" / "state.pt", weights_only=True)["epoch"] == 2
+
+    (disk / "filler.bin").unlink()
+    monkeypatch.setattr(finish, "write_model_output", real_write)
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--epochs", "2")
+    assert code == 0, err
+    assert json.loads((output / "training_summary.json").read_text(encoding="utf-8"))["resumed_from_epoch"] == 2
+
+
+def test_a_full_disk_anywhere_else_is_the_same_clear_error(tmp_path, capsys, digits, untrained_resnet18, monkeypatch):
+    """Fault injection, on any machine: torch.save's own failure on a full disk (a RuntimeError, not an
+    OSError) while checkpointing ends as the disk error, with the checkpoint before it kept."""
+    from train_pytorch_model.training import checkpoint
+
+    real_save = checkpoint.torch.save
+    calls = []
+
+    def full_on_the_second_save(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_on_the_second_save)
+    train, valid = digits
+    output = tmp_path / "out"
+    code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--epochs", "3")
+    assert_disk_error(code, err, "filled up while writing the checkpoint")
+    assert torch.load(output / ".checkpoint" / "state.pt", weights_only=True)["epoch"] == 1
+    assert not (output / ".checkpoint" / "state.pt.partial").exists()
+    assert not (output / "_meta.yaml").exists()
+
+
+def phone_photo_dataset(root: Path, train: Path) -> Path:
+    """The digits as a phone leaves them: class 0 as HEIC photos, class 1 as AVIF, class 7 as JPEG."""
+    formats = {"0": ("HEIF", ".heic"), "1": ("AVIF", ".avif"), "7": ("JPEG", ".jpg")}
+    for image in sorted(train.rglob("*.png")):
+        kind, suffix = formats[image.parent.name]
+        target = root / image.parent.name / (image.stem + suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        PIL.Image.open(image).convert("RGB").resize((32, 32)).save(target, format=kind, quality=95)
+    return root
+
+
+def test_phone_photos_train_like_any_other_images(tmp_path, capsys, digits, untrained_resnet18):
+    train, valid = digits
+    photos = phone_photo_dataset(tmp_path / "photos", train)
+    inputs = {photos: tree_digest(photos)}
+    output = tmp_path / "out"
+    code, err = run_main(capsys, untrained_resnet18, photos, valid, output)
+    assert code == 0, err
+    summary = json.loads((output / "dataset_summary.json").read_text(encoding="utf-8"))
+    assert summary["training"]["images_per_class"] == {"0": 30, "1": 30, "7": 30}
+    assert summary["training"]["skipped"] == []
+    assert tree_digest(photos) == inputs[photos]
+
+
+CAFE_NFC = unicodedata.normalize("NFC", "brique café")
+CAFE_NFD = unicodedata.normalize("NFD", "brique café")
+
+
+def mac_zip(folder: Path, train: Path, names: dict[str, str]) -> Path:
+    """A zip as a Mac makes it: class folder names stored in NFD."""
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "photos.zip", "w") as bundle:
+        for image in sorted(train.rglob("*.png")):
+            bundle.write(image, f"{unicodedata.normalize('NFD', names[image.parent.name])}/{image.name}")
+    return folder
+
+
+def test_class_names_from_a_mac_zip_match_the_same_names_typed_elsewhere(tmp_path, capsys, digits, untrained_resnet18):
+    """Training classes in NFD (a Mac's zip), validation classes in NFC (a Windows folder): one set of classes,
+    recorded in NFC in the label map, and the same names again when a model scores or Convert lists the zip."""
+    train, valid = digits
+    names = {"0": "brique café", "1": "crème brûlée", "7": "pain"}
+    training = mac_zip(tmp_path / "training", train, names)
+    validation = tmp_path / "validation"
+    for image in sorted(valid.rglob("*.png")):
+        target = validation / unicodedata.normalize("NFC", names[image.parent.name]) / image.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, target)
+    inputs = {path: tree_digest(path) for path in (training, validation)}
+    output = tmp_path / "out"
+    code, err = run_main(capsys, untrained_resnet18, training, validation, output)
+    assert code == 0, err
+    expected = [unicodedata.normalize("NFC", names[key]) for key in ("0", "1", "7")]
+    assert read_model_directory(output, "Trained model").classes == expected
+    assert expected[0] == CAFE_NFC != CAFE_NFD
+
+    scored = run_companion(
+        "score_image_model", {"trained_model": output, "dataset": training}, {"scored_dataset": tmp_path / "scored"}
+    )
+    assert scored.returncode == 0, scored.stderr
+    frame = pd.read_parquet(tmp_path / "scored" / DATA_FILE)
+    assert set(frame["Scored Labels"]) <= set(expected) and set(frame["category"]) == set(expected)
+    converted = run_companion(
+        "convert_to_image_directory", {"input_dataset": training}, {"output_dataset": tmp_path / "converted"}
+    )
+    assert converted.returncode == 0, converted.stderr
+    schema = json.loads((tmp_path / "converted" / "_schema.json").read_text(encoding="utf-8"))
+    categories = next(c for c in schema["columnAttributes"] if c["name"] == "category")["properties"]["categories"]
+    assert [c["name"] for c in categories] == expected
+    assert all(tree_digest(path) == before for path, before in inputs.items())

@@ -99,6 +99,10 @@ def test_component_writes_a_model_directory(component_run):
     assert "Traceback" not in result.stderr
     # MLflow's artifacts go beside the local store, never into the code folder the command runs in.
     assert not (REPO_ROOT / "src" / "mlruns").exists()
+    # The MLflow model carries the package that scoring needs, without local-only tools or bytecode caches.
+    shipped = {path.relative_to(output / "code").as_posix() for path in (output / "code").rglob("*")}
+    assert "train_pytorch_model/output/mlflow_model.py" in shipped
+    assert not [name for name in shipped if "/local" in name or "__pycache__" in name]
 
 
 def test_mlflow_run_has_one_point_per_epoch(component_run):

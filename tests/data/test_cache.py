@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import exif_jpeg, write_png
+from conftest import exif_jpeg, fill_disk, write_png
 from train_pytorch_model.data.cache import MAX_BAD_FRACTION, decode_dataset
 from train_pytorch_model.data.images import decode_image
 from train_pytorch_model.data.survey import choose_image_size
-from train_pytorch_model.errors import InvalidDatasetError
+from train_pytorch_model.errors import InsufficientDiskSpaceError, InvalidDatasetError
 from train_pytorch_model.formats.image_directory import ImageRecord
 
 SUBJECT = "Training dataset"
@@ -160,3 +160,21 @@ def test_choose_image_size_ignores_unreadable_and_honours_exif(tmp_path):
     bad.path.write_text("nope", encoding="utf-8")
     assert choose_image_size([good, bad], min_size=16, max_size=224) == (32, 16)
     assert choose_image_size([bad], min_size=16, max_size=224) == (16, 16)
+
+
+def test_a_cache_too_large_for_the_scratch_disk_is_refused_before_decoding(tmp_path, small_disk):
+    """A memory-mapped cache on a disk that fills up would kill the process at the first page it cannot store;
+    its size is known, so it is refused up front."""
+    records = make_records(tmp_path / "data", {"cat": 20, "dog": 20}, size=(64, 64))
+    scratch = small_disk(2)
+    fill_disk(scratch, leave_megabytes=0)
+    with pytest.raises(InsufficientDiskSpaceError, match="the decoded images' cache"):
+        decode_dataset(records, {"cat": 0, "dog": 1}, (64, 64), SUBJECT, memory_budget=0, scratch=scratch)
+    assert [p.name for p in scratch.iterdir()] == ["filler.bin"]
+
+
+def test_a_memory_mapped_cache_reserves_its_disk_blocks(tmp_path):
+    records = make_records(tmp_path / "data", {"cat": 3, "dog": 3}, size=(16, 16))
+    decoded = decode_dataset(records, {"cat": 0, "dog": 1}, (16, 16), SUBJECT, memory_budget=0, scratch=tmp_path)
+    assert decoded.memory_mapped and decoded.images.shape == (6, 3, 16, 16)
+    assert not list(tmp_path.glob("decoded-*"))  # unlinked at once: it goes with the process, whatever the end

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,8 +16,8 @@ import PIL.Image
 import pytest
 from PIL import Image, PngImagePlugin
 
-from conftest import exif_jpeg
-from train_pytorch_model.data.images import BadImageError, decode_image, read_size
+from conftest import REPO_ROOT, exif_jpeg
+from train_pytorch_model.data.images import BadImageError, decode_image, is_image_name, read_size
 
 
 def _save(image: Image.Image, path: Path, **kwargs) -> Path:
@@ -223,3 +225,59 @@ def test_float_images_decode_from_the_unit_range(tmp_path):
     Image.fromarray(spread, mode="F").save(path)
     decoded = decode_image(path)
     assert int(decoded[1, 1, 0]) == 128 and int(decoded[0, 0, 0]) == 255 and int(decoded[0, 1, 0]) == 255
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# photos from phones: HEIC/HEIF (through pillow-heif) and AVIF (Pillow itself)
+
+
+@pytest.mark.parametrize("suffix", [".heic", ".HEIF", ".avif"])
+def test_phone_photo_formats_are_listed_and_decoded(tmp_path, suffix):
+    path = tmp_path / f"photo{suffix}"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(path, format="AVIF" if suffix == ".avif" else "HEIF")
+    assert is_image_name(path.name)
+    assert read_size(path) == (40, 30)
+    array = decode_image(path, (16, 16))
+    assert array.shape == (16, 16, 3)
+    assert abs(int(array[8, 8, 0]) - 200) <= 6 and int(array[8, 8, 2]) <= 40  # lossy codecs
+
+
+def test_a_heic_photo_named_jpg_is_read_by_its_content(tmp_path):
+    path = tmp_path / "IMG_0001.jpg"
+    Image.new("RGB", (20, 20), (10, 200, 10)).save(path, format="HEIF")
+    assert decode_image(path).shape == (20, 20, 3)
+
+
+UNSUPPORTED_PROBE = """
+import sys
+sys.path.insert(0, {src!r})
+{disable}
+from pathlib import Path
+from train_pytorch_model.data.images import BadImageError, decode_image
+try:
+    decode_image(Path({path!r}))
+except BadImageError as error:
+    print(error)
+"""
+
+
+@pytest.mark.parametrize(
+    ("suffix", "disable", "phrases"),
+    [
+        (".heic", "sys.modules['pillow_heif'] = None", ("HEIC photo", "pip install pillow-heif", "heif-convert")),
+        (
+            ".avif",
+            "import PIL.features, PIL.Image; PIL.features.check = lambda name: name != 'avif'; "
+            "PIL.Image.init(); PIL.Image.ID[:] = [i for i in PIL.Image.ID if i != 'AVIF']",
+            ("AVIF image", "avifdec"),
+        ),
+    ],
+)
+def test_a_phone_format_that_cannot_be_read_says_why_and_how_to_convert(tmp_path, suffix, disable, phrases):
+    """Where the reader is missing (no pillow-heif, a Pillow without AVIF), the file is a bad image whose reason
+    says what it is and how to convert it: never a silent 'no images'."""
+    path = tmp_path / f"photo{suffix}"
+    Image.new("RGB", (8, 8)).save(path, format="AVIF" if suffix == ".avif" else "HEIF")
+    code = UNSUPPORTED_PROBE.format(src=str(REPO_ROOT / "src"), disable=disable, path=str(path))
+    reason = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert all(phrase in reason for phrase in phrases), reason

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import by_name, make_image_folder, png_bytes, tree_digest, write_png
 from train_pytorch_model.data.images import decode_image
-from train_pytorch_model.errors import InvalidDatasetError
+from train_pytorch_model.errors import InsufficientDiskSpaceError, InvalidDatasetError
 from train_pytorch_model.formats import archives
 from train_pytorch_model.formats.image_directory import load_labeled_images
 
@@ -329,8 +329,11 @@ def test_archive_larger_than_the_free_disk_is_refused_before_extraction(tmp_path
     with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as z:
         z.write(source / "a" / "big.bin", "a/big.bin")
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(archives.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
     destination = tmp_path / "out"
-    with pytest.raises(InvalidDatasetError, match="only 0.0 GB of disk"):
+    with pytest.raises(InsufficientDiskSpaceError) as raised:
         archives.extract_archive(bundle, destination, "Training dataset")
+    assert raised.value.exit_code == 10
+    assert raised.value.message.startswith("Training dataset: the archive 'data.zip' unpacked needs about 111.1 kB")
+    assert "only 1.0 kB are free there" in raised.value.message
     assert not destination.exists() or not any(destination.rglob("*.bin"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -406,3 +407,43 @@ def test_one_class_folder_keeps_its_single_class(tmp_path):
     root = make_image_folder(tmp_path / "data", classes=("cat",))
     loaded = load_labeled_images(root, SUBJECT)
     assert loaded.classes == ["cat"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# class names in one Unicode form
+
+CAFE_NFC = unicodedata.normalize("NFC", "brique café")
+CAFE_NFD = unicodedata.normalize("NFD", "brique café")
+
+
+def test_class_folder_names_are_read_in_nfc(tmp_path):
+    assert CAFE_NFC != CAFE_NFD
+    root = tmp_path / "data"
+    write_png(root / CAFE_NFD / "1.png")
+    write_png(root / "pain" / "2.png")
+    listed = load_labeled_images(root, SUBJECT)
+    assert listed.classes == [CAFE_NFC, "pain"]
+    assert {record.label for record in listed.records} == {CAFE_NFC, "pain"}
+
+
+def test_folders_spelling_one_class_two_ways_are_one_class(tmp_path, caplog):
+    root = tmp_path / "data"
+    write_png(root / CAFE_NFD / "mac.png")
+    write_png(root / CAFE_NFC / "windows.png")
+    write_png(root / "pain" / "p.png")
+    listed = load_labeled_images(root, SUBJECT)
+    assert listed.classes == [CAFE_NFC, "pain"]
+    assert sorted(r.path.name for r in listed.records if r.label == CAFE_NFC) == ["mac.png", "windows.png"]
+    assert "different Unicode forms" in caplog.text
+
+
+def test_image_directory_labels_and_categories_are_read_in_nfc(tmp_path):
+    root = write_image_directory(
+        tmp_path / "dir",
+        [row("a.png", CAFE_NFD, 0), row("b.png", 1, 1)],
+        categories=[{"id": 0, "name": CAFE_NFD}, {"id": 1, "name": "pain"}],
+        images={"a.png": png_bytes(), "b.png": png_bytes()},
+    )
+    listed = load_labeled_images(root, SUBJECT)
+    assert listed.classes == [CAFE_NFC, "pain"]
+    assert by_name(listed) == {"a.png": CAFE_NFC, "b.png": "pain"}

@@ -63,7 +63,9 @@ def momentum_of(objects: dict, index: int) -> torch.Tensor:
 def test_save_then_restore_gives_back_every_object_and_the_fit_state(tmp_path):
     saved_objects = training_objects(seed=1)
     state = FitState(history=[{"epoch": 1, "valid_loss": 0.7}], best_state={"w": torch.ones(2)})
-    Checkpoint(tmp_path, "fingerprint-a", writer=True).save(1, saved_objects, state, mlflow_run_id="run-1")
+    writer = Checkpoint(tmp_path, "fingerprint-a", writer=True)
+    writer.save(1, saved_objects, state, mlflow_run_id="run-1")
+    writer.close()
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no partial file left behind
 
     restored_objects = training_objects(seed=2)  # other weights and momentum, a fresh stopper
@@ -81,7 +83,9 @@ def test_save_then_restore_gives_back_every_object_and_the_fit_state(tmp_path):
 
 
 def test_a_checkpoint_of_another_run_is_ignored(tmp_path, caplog):
-    Checkpoint(tmp_path, "fingerprint-a", writer=True).save(3, training_objects(1), FitState(), None)
+    writer = Checkpoint(tmp_path, "fingerprint-a", writer=True)
+    writer.save(3, training_objects(1), FitState(), None)
+    writer.close()
     objects = training_objects(seed=2)
     before = {k: v.clone() for k, v in objects["model"].state_dict().items()}
     with caplog.at_level(logging.WARNING):
@@ -106,6 +110,49 @@ def test_only_the_writer_writes_and_remove_clears_the_folder(tmp_path):
     assert not folder.exists()
     writer = Checkpoint(folder, "f", writer=True)
     writer.save(1, training_objects(1), FitState(), None)
+    writer.wait()
     assert (folder / CHECKPOINT_FILE).is_file()
     writer.remove()
     assert not folder.exists()
+
+
+def test_what_is_saved_is_the_state_at_save_time_not_what_training_did_next(tmp_path):
+    """The write happens in the background while the next epoch changes the weights and momentum in place."""
+    objects = training_objects(seed=1)
+    expected = {k: v.clone() for k, v in objects["model"].state_dict().items()}
+    writer = Checkpoint(tmp_path, "f", writer=True)
+    writer.save(1, objects, FitState(), None)
+    with torch.no_grad():
+        for parameter in objects["model"].parameters():
+            parameter.add_(100.0)  # the next epoch's steps, before the write may have run
+    writer.close()
+    restored = training_objects(seed=2)
+    Checkpoint(tmp_path, "f", writer=True).restore(restored)
+    assert all(torch.equal(restored["model"].state_dict()[k], v) for k, v in expected.items())
+
+
+def test_a_failed_write_is_raised_on_the_training_thread(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the checkpoint folder should go", encoding="utf-8")
+    writer = Checkpoint(blocker / ".checkpoint", "f", writer=True)
+    writer.save(1, training_objects(1), FitState(), None)
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.close()  # nothing left in flight
+
+
+def test_the_best_epochs_weights_are_stored_once_when_they_are_the_models(tmp_path):
+    """In an epoch that is the best so far the best weights are the model's: the file holds them once, and a
+    resume gets them back as the best weights."""
+    objects = training_objects(seed=1)
+    weights = {k: v.clone() for k, v in objects["model"].state_dict().items()}
+    sizes = {}
+    for best_is_current in (False, True):
+        folder = tmp_path / str(best_is_current)
+        writer = Checkpoint(folder, "f", writer=True)
+        writer.save(1, objects, FitState(best_state=weights), None, best_is_current=best_is_current)
+        writer.close()
+        sizes[best_is_current] = (folder / CHECKPOINT_FILE).stat().st_size
+        restored = Checkpoint(folder, "f", writer=True).restore(training_objects(seed=2))
+        assert all(torch.equal(restored.best_state[k], v) for k, v in weights.items())
+    assert sizes[True] < sizes[False]

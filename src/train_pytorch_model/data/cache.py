@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..disk_space import disk_full_reported, require_free_space
 from ..errors import InvalidDatasetError
 from ..formats.image_directory import ImageRecord
 from .images import BadImageError, decode_image
@@ -74,10 +75,7 @@ def decode_dataset(
     budget = memory_budget_bytes() if memory_budget is None else memory_budget
     memory_mapped = nbytes > budget
     if memory_mapped:
-        handle = tempfile.NamedTemporaryFile(prefix="decoded-", suffix=".npy", dir=scratch, delete=False)  # noqa: SIM115
-        handle.close()
-        array = np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.uint8, shape=(count, 3, height, width))
-        os.unlink(handle.name)  # the mapping stays valid; the file disappears with the process
+        array = _disk_backed_array((count, 3, height, width), scratch)
         log.info(
             "%s: %.1f GB of decoded images exceed the memory budget; memory-mapping them.",
             subject,
@@ -119,6 +117,27 @@ def decode_dataset(
         skipped=skipped,
         memory_mapped=memory_mapped,
     )
+
+
+def _disk_backed_array(shape: tuple[int, ...], scratch: Path | None) -> np.ndarray:
+    """A uint8 array on the scratch disk, its blocks reserved up front: a memory-mapped file whose disk fills up
+    kills the process (SIGBUS) at the first page that cannot be stored, while a reservation that cannot be made
+    is an error the job can report."""
+    folder = Path(scratch) if scratch is not None else Path(tempfile.gettempdir())
+    nbytes = int(np.prod(shape))
+    what = "the decoded images' cache (larger than the memory budget, so kept on disk)"
+    require_free_space(folder, nbytes, what)
+    descriptor, name = tempfile.mkstemp(prefix="decoded-", suffix=".u8", dir=folder)
+    try:
+        with disk_full_reported(folder, what, needed=nbytes):
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(descriptor, 0, nbytes)
+            else:
+                os.ftruncate(descriptor, nbytes)
+        return np.memmap(name, dtype=np.uint8, mode="r+", shape=shape)
+    finally:
+        os.close(descriptor)
+        os.unlink(name)  # the mapping stays valid; the file disappears with the process
 
 
 def _display_name(path: Path, root: Path | None) -> str:

@@ -9,10 +9,24 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, PngImagePlugin
+import PIL
+from PIL import Image, ImageFile, ImageOps, PngImagePlugin, features
 
 # Suffixes read as images (lower-cased). The designer refuses .gif; PIL reads its first frame, so we take it.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+# Phones save HEIC/HEIF (iPhone's default) and AVIF: HEIC is read through the pillow-heif plugin, AVIF by
+# Pillow itself (11.2 and later, built with libavif); where either cannot be read, each file is listed as
+# skipped with the reason and how to convert it, never silently ignored.
+PHONE_FORMATS = {".heic": "HEIC", ".heif": "HEIF", ".hif": "HEIF", ".avif": "AVIF"}
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif", *PHONE_FORMATS}
+)
+try:  # registered at import, so that a HEIC photo is read whatever its file is called
+    from pillow_heif import register_heif_opener
+except ImportError:  # a dependency of the project; without it each HEIC file is skipped with the reason
+    HEIF_READER = False
+else:
+    register_heif_opener()
+    HEIF_READER = True
 
 # A decompression bomb is refused rather than decoded: 16k x 16k pixels is far beyond any training image.
 # _open checks the header's size itself (warnings.catch_warnings is not thread-safe, and images are opened in a
@@ -48,7 +62,8 @@ def _open(source: Path | bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise BadImageError(f"refused as a decompression bomb ({exc})") from exc
     except (OSError, ValueError, SyntaxError) as exc:
-        raise BadImageError(f"not a readable image ({exc})") from exc
+        unsupported = None if isinstance(source, bytes) else _unsupported_format(Path(source))
+        raise BadImageError(unsupported or f"not a readable image ({exc})") from exc
     width, height = image.size
     limit = min(MAX_IMAGE_PIXELS, Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS)  # a lower limit set in PIL holds
     if width * height > limit:
@@ -58,6 +73,23 @@ def _open(source: Path | bytes) -> Image.Image:
             f"{limit} allowed)"
         )
     return image
+
+
+def _unsupported_format(path: Path) -> str | None:
+    """Why a phone photo cannot be read here and how to convert it; None when its format is supported (the file
+    is then damaged, and says so)."""
+    kind = PHONE_FORMATS.get(path.suffix.lower())
+    if kind in ("HEIC", "HEIF") and not HEIF_READER:
+        return (
+            f"a {kind} photo, which needs the pillow-heif package (pip install pillow-heif); or convert it to "
+            "JPEG (heif-convert photo.heic photo.jpg, or export from Photos as 'Most Compatible')"
+        )
+    if kind == "AVIF" and not features.check("avif"):
+        return (
+            f"an AVIF image, which this Pillow {PIL.__version__} cannot read (Pillow 11.2 or later built with "
+            "libavif can); or convert it to PNG or JPEG (avifdec image.avif image.png)"
+        )
+    return None
 
 
 def read_header(path: Path) -> tuple[int, int, str]:

@@ -15,7 +15,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from ..data.images import is_image_name
-from ..errors import InvalidDatasetError
+from ..disk_space import disk_full_reported, require_free_space
+from ..errors import InsufficientDiskSpaceError, InvalidDatasetError
 
 ARCHIVE_SUFFIXES = (
     ".zip",
@@ -54,21 +55,26 @@ def _safe_member_path(name: str, archive: Path, subject: str, backslash_is_separ
     return PurePosixPath(*parts)
 
 
+SPACE_FIX = "Use a compute with a larger disk, or give the images as a folder instead of an archive."
+
+
 def extract_archive(archive: Path, destination: Path, subject: str) -> Path:
     """Extract archive into destination (created), refusing unsafe entries. Returns destination."""
     destination.mkdir(parents=True, exist_ok=True)
     try:
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, destination, subject)
+            with disk_full_reported(destination, f"the contents of the archive '{archive.name}'", fix=SPACE_FIX):
+                _extract_zip(archive, destination, subject)
         elif tarfile.is_tarfile(archive):
-            _extract_tar(archive, destination, subject)
+            with disk_full_reported(destination, f"the contents of the archive '{archive.name}'", fix=SPACE_FIX):
+                _extract_tar(archive, destination, subject)
         else:
             raise InvalidDatasetError(
                 f"'{archive.name}' is not a readable zip or tar archive.",
                 "Check that the upload finished and that the file is a .zip, .tar, .tar.gz, .tgz, .tar.bz2 or .tar.xz.",
                 subject=subject,
             )
-    except InvalidDatasetError:
+    except (InvalidDatasetError, InsufficientDiskSpaceError):
         shutil.rmtree(destination, ignore_errors=True)
         raise
     except (
@@ -90,15 +96,9 @@ def extract_archive(archive: Path, destination: Path, subject: str) -> Path:
 
 
 def _check_space(archive: Path, destination: Path, total: int, subject: str) -> None:
-    """Refuse before writing anything when the archive unpacks to more than the disk holds (a zip bomb)."""
-    free = shutil.disk_usage(destination).free
-    if total > free * 0.9:
-        raise InvalidDatasetError(
-            f"the archive '{archive.name}' unpacks to {total / 1e9:.1f} GB but only {free / 1e9:.1f} GB of disk "
-            "are free.",
-            "Use a compute with a larger disk, or give the images as a folder instead of an archive.",
-            subject=subject,
-        )
+    """Refuse before writing anything when the archive unpacks to more than the disk holds (a zip bomb too),
+    keeping a tenth of the free space for what the job writes next."""
+    require_free_space(destination, int(total / 0.9), f"the archive '{archive.name}' unpacked", SPACE_FIX, subject)
 
 
 def _extract_zip(archive: Path, destination: Path, subject: str) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..output.publish import fresh_staging, publish
+from ..output.publish import staged
 from ..output.scoring import probability_columns
 from .dataset_listing import ImageTable
 from .designer_files import dump_json, dump_yaml, json_safe
@@ -144,7 +144,11 @@ def visualization(frame: pd.DataFrame, schema: dict) -> dict:
 
 def write_dataframe_directory(frame: pd.DataFrame, schema: dict, destination: Path) -> None:
     """Write aside, then publish with '_meta.yaml' last."""
-    staging = fresh_staging(destination)
+    with staged(destination, "the scored dataset") as staging:
+        _write_staged(frame, schema, staging)
+
+
+def _write_staged(frame: pd.DataFrame, schema: dict, staging: Path) -> None:
     (staging / Path(SCHEMA_FILE).parent).mkdir(parents=True)
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), staging / DATA_FILE)
     dump_json(visualization(frame, schema), staging / VISUALIZATION_FILE)
@@ -164,4 +168,3 @@ def write_dataframe_directory(frame: pd.DataFrame, schema: dict, destination: Pa
         "schema": SCHEMA_FILE,
     }
     dump_yaml(meta, staging / "_meta.yaml")
-    publish(staging, destination)

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.images import BadImageError, decode_image, is_image_name
+from ..disk_space import require_free_space
 from ..errors import InvalidDatasetError
-from ..output.publish import fresh_staging, publish
+from ..output.publish import staged
 from .archives import JUNK_NAMES, inside, safe_walk
+from .class_names import class_name
 from .designer_files import dump_json, dump_yaml, json_safe
 from .image_directory import CLASSIFICATION, CONVERT_HINT, load_labeled_images, locate_dataset, read_image_list
 
@@ -164,9 +166,12 @@ def _visible(entry: Path) -> bool:
 def _from_image_directory(root: Path, subject: str) -> ImageTable:
     """An ImageDirectory is re-listed as it is: same columns, records and ids; 'base_file_name' resolved."""
     listing = read_image_list(root, subject)
-    table = ImageTable(layout="ImageDirectory", columns=listing.columns, records=[], sources=[])
+    columns, label_key = _classification_in_class_names(listing.columns)
+    table = ImageTable(layout="ImageDirectory", columns=columns, records=[], sources=[])
     ref = listing.image_ref
     for record in listing.records:
+        if label_key is not None and isinstance(record.get(label_key), str):
+            record = {**record, label_key: class_name(record[label_key])}
         relative = listing.relative_path(record)
         info = dict(record[ref])
         info.pop("base_file_name", None)
@@ -181,6 +186,20 @@ def _from_image_directory(root: Path, subject: str) -> ImageTable:
         table.records.append({**record, ref: info})
         table.sources.append(source)
     return table
+
+
+def _classification_in_class_names(columns: list[dict]) -> tuple[list[dict], str | None]:
+    """The columns with a classification label column's category names in the one Unicode form class names are
+    compared in, and that column's name (None when there is no such column)."""
+    for position, column in enumerate(columns):
+        properties = column.get("properties") or {}
+        if properties.get("annotation_type") != CLASSIFICATION:
+            continue
+        if isinstance(properties.get("categories"), list):
+            categories = _with_class_names(properties["categories"])
+            column = {**column, "properties": {**properties, "categories": categories}}
+        return [*columns[:position], column, *columns[position + 1 :]], column.get("name")
+    return columns, None
 
 
 def _is_relative_inside(name: str) -> bool:
@@ -335,7 +354,8 @@ def _from_coco(root: Path, json_file: Path, content: dict, subject: str) -> Imag
     if kind == "classification":
         named = _category_names(categories, annotations)
         id_to_name = dict(named)
-        column = category_column(categories if categories is not None else [{"id": k, "name": v} for k, v in named])
+        listed = _with_class_names(categories) if categories is not None else [{"id": k, "name": v} for k, v in named]
+        column = category_column(listed)
     else:
         column = coco_annotation_column(kind, categories)
     table = ImageTable(layout="COCO", columns=[image_column(), id_column(), column], records=[], sources=[])
@@ -370,7 +390,12 @@ def _category_names(categories: list | None, annotations: list[dict]) -> list[tu
     if categories is None:  # no list: the ids are all there is
         ids = sorted({a["category_id"] for a in annotations}, key=str)
         return [(cid, str(cid)) for cid in ids]
-    return [(c.get("id"), str(c["name"])) for c in categories if isinstance(c, dict) and "name" in c]
+    return [(c.get("id"), class_name(c["name"])) for c in categories if isinstance(c, dict) and "name" in c]
+
+
+def _with_class_names(categories: list) -> list:
+    """Categories as given, their names in the one Unicode form class names are compared in."""
+    return [{**c, "name": class_name(c["name"])} if isinstance(c, dict) and "name" in c else c for c in categories]
 
 
 class _FileFinder:
@@ -444,7 +469,13 @@ def samples(table: ImageTable, count: int = SAMPLE_COUNT) -> list[dict]:
 
 def write_image_directory(table: ImageTable, destination: Path) -> None:
     """Copy every image byte for byte and write the listing, aside, then publish it with '_meta.yaml' last."""
-    staging = fresh_staging(destination)
+    images_bytes = sum(source.stat().st_size for source in table.sources)
+    require_free_space(destination, images_bytes, "the image directory's copies of the images")
+    with staged(destination, "the image directory") as staging:
+        _write_staged(table, staging)
+
+
+def _write_staged(table: ImageTable, staging: Path) -> None:
     ref = table.image_ref
     lines = []
     for record, source in zip(table.records, table.sources, strict=True):
@@ -463,4 +494,3 @@ def write_image_directory(table: ImageTable, destination: Path) -> None:
         "schema": SCHEMA_FILE,
     }
     dump_yaml(meta, staging / "_meta.yaml")
-    publish(staging, destination)

@@ -15,6 +15,7 @@ import yaml
 from ..data.images import is_image_name
 from ..errors import InvalidDatasetError, NotLabeledDatasetError
 from .archives import JUNK_NAMES, dataset_root, extract_archive, inside, is_archive, safe_walk
+from .class_names import class_name
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +139,15 @@ def _load_image_folder(root: Path, subject: str) -> LabeledImages:
                 subject,
                 folder.name,
             )
-    for class_dir in class_dirs:
-        files = [folder / name for folder, names in safe_walk(class_dir) for name in names if is_image_name(name)]
+    for name, spellings in _folders_by_class(class_dirs, subject).items():
+        files = [f for d in spellings for folder, names in safe_walk(d) for f in (folder / n for n in names)]
+        files = [f for f in files if is_image_name(f.name)]
         outside = [f for f in files if not inside(root, f)]
         skipped.extend((str(f.relative_to(root)), "a link leading outside the input folder") for f in outside)
         files = [f for f in files if inside(root, f)]
         if files:
-            classes.append(class_dir.name)
-            records.extend(ImageRecord(f, class_dir.name) for f in sorted(files, key=lambda p: p.as_posix()))
+            classes.append(name)
+            records.extend(ImageRecord(f, name) for f in sorted(files, key=lambda p: p.as_posix()))
     if not records:
         if root_images or any(is_image_name(n) for _, names in safe_walk(root) for n in names):
             raise NotLabeledDatasetError(
@@ -159,6 +161,23 @@ def _load_image_folder(root: Path, subject: str) -> LabeledImages:
         skipped.append((name, "an image outside any class folder, so it has no label"))
         log.warning("%s: '%s' is outside any class folder and is ignored.", subject, name)
     return LabeledImages(root=root, layout="ImageFolder", records=records, classes=classes, skipped=skipped)
+
+
+def _folders_by_class(class_dirs: list[Path], subject: str) -> dict[str, list[Path]]:
+    """Class folders by class name (NFC), in the order of the names. Two folders whose names differ only in
+    their Unicode form (one copied from a Mac archive) hold one class."""
+    by_class: dict[str, list[Path]] = {}
+    for folder in class_dirs:
+        by_class.setdefault(class_name(folder.name), []).append(folder)
+    for name, spellings in by_class.items():
+        if len(spellings) > 1:
+            log.warning(
+                "%s: %d folders spell the class '%s' in different Unicode forms; their images form one class.",
+                subject,
+                len(spellings),
+                name,
+            )
+    return dict(sorted(by_class.items()))
 
 
 def _refuse_coco(root: Path, subject: str) -> None:
@@ -310,7 +329,7 @@ def _load_image_directory(root: Path, subject: str) -> LabeledImages:
     for category in properties.get("categories") or []:
         if not isinstance(category, dict) or "name" not in category:
             continue
-        name, key = str(category["name"]), category.get("id")
+        name, key = class_name(category["name"]), category.get("id")
         if key is None:
             unnumbered.append(name)
         elif isinstance(key, int) and not isinstance(key, bool):
@@ -362,5 +381,5 @@ def _labeled_records(
         if not inside(listing.root, path):
             skipped.append((relative, "a path leading outside the input folder"))
             continue
-        records.append(ImageRecord(path, str(label)))
+        records.append(ImageRecord(path, class_name(label)))
     return records, skipped

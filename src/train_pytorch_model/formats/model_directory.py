@@ -17,6 +17,7 @@ import yaml
 from ..errors import InvalidModelDirectoryError
 from ..model.families import ALLOWED_CLASSES, DESIGNER_MEAN, DESIGNER_STD, FAMILIES, Family
 from .archives import inside
+from .class_names import class_name
 from .designer_files import dump_yaml, now_timestamp
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def _read_labels(root: Path, spec: dict, subject: str) -> list[str] | None:
     labels = {}
     for row in rows[1:]:
         if len(row) >= 2 and row[0].strip().lstrip("-").isdigit():
-            labels[int(row[0])] = row[1]
+            labels[int(row[0])] = class_name(row[1])
     size = max(labels) + 1 if labels else 0
     return [labels.get(i, str(i)) for i in range(size)]
 

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .class_names import class_name
 from .json_file import write_json
 
 PREPROCESSING_FILE = "preprocessing.json"
@@ -33,7 +34,7 @@ class Preprocessing:
             image_size=tuple(data["image_size"]),
             mean=tuple(data["mean"]),
             std=tuple(data["std"]),
-            classes=list(data["classes"]),
+            classes=[class_name(name) for name in data["classes"]],
             resize=data.get("resize", "bilinear"),
             color_mode=data.get("color_mode", "RGB"),
         )

@@ -25,6 +25,7 @@ from .scoring import predict_probabilities, probability_columns
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 LOADER_MODULE = "train_pytorch_model.output.mlflow_model"
+CODE_LEFT_OUT = ("local", "__pycache__", "*.pyc")
 
 
 class _ChosenFormatNotice(logging.Filter):
@@ -43,6 +44,9 @@ def save_mlflow_model(model: nn.Module, preprocessing: Preprocessing, destinatio
     """Write MLmodel, data/ and code/ into destination (which may already hold other files)."""
     with tempfile.TemporaryDirectory(dir=destination) as scratch:
         target = Path(scratch) / "mlflow"
+        # The package as scoring needs it: no local-only tools, no bytecode caches.
+        code = Path(scratch) / "code" / PACKAGE_DIR.name
+        shutil.copytree(PACKAGE_DIR, code, ignore=shutil.ignore_patterns(*CODE_LEFT_OUT))
         options = {}
         if "serialization_format" in inspect.signature(mlflow.pytorch.save_model).parameters:
             # MLflow >= 3.5 defaults to 'pt2', which needs an input example to trace; the pickled module
@@ -51,7 +55,7 @@ def save_mlflow_model(model: nn.Module, preprocessing: Preprocessing, destinatio
         mlflow.pytorch.save_model(
             model.cpu().eval(),
             str(target),
-            code_paths=[str(PACKAGE_DIR)],
+            code_paths=[str(code)],
             pip_requirements=_requirements(),
             **options,
         )
@@ -71,7 +75,7 @@ def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    for name in ("torch", "torchvision", "mlflow", "pillow", "numpy", "pandas", "pyyaml"):
+    for name in ("torch", "torchvision", "mlflow", "pillow", "pillow-heif", "numpy", "pandas", "pyyaml"):
         try:
             pins.append(f"{name}=={version(name).split('+')[0]}")
         except PackageNotFoundError:

@@ -16,7 +16,7 @@ from ..formats.model_directory import ModelSpec, write_model_directory
 from ..formats.preprocessing import PREPROCESSING_FILE, Preprocessing
 from ..settings import CHECKPOINT_DIR
 from .mlflow_model import save_mlflow_model
-from .publish import fresh_staging, publish
+from .publish import staged
 from .summary import SUMMARY_FILE
 
 
@@ -31,8 +31,21 @@ def write_model_output(
     report: Callable[[Path], None] | None = None,
 ) -> None:
     """copied: (file, name) pairs copied in as they are (the training set's designer schema and samples);
-    report writes the report files into the staging folder (and may add to the summary before it is written)."""
-    staging = fresh_staging(destination)
+    report writes the report files into the staging folder (and may add to the summary before it is written).
+    A full disk ends in InsufficientDiskSpaceError with nothing of the new output left behind."""
+    with staged(destination, "the trained model", keep=(CHECKPOINT_DIR,)) as staging:
+        _write_staged(staging, model, spec, preprocessing, summary, copied, report)
+
+
+def _write_staged(
+    staging: Path,
+    model: nn.Module,
+    spec: ModelSpec,
+    preprocessing: Preprocessing,
+    summary: dict,
+    copied: Sequence[tuple[Path | None, str]],
+    report: Callable[[Path], None] | None,
+) -> None:
     model = model.cpu().eval()
     classes = preprocessing.classes
     init_params = {
@@ -59,4 +72,3 @@ def write_model_output(
         report(staging)
     write_json(staging / SUMMARY_FILE, summary)
     save_mlflow_model(copy.deepcopy(model), preprocessing, staging)
-    publish(staging, destination, keep=(CHECKPOINT_DIR,))

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
+from ..disk_space import disk_full_reported
 from ..errors import InvalidParameterError
 from ..settings import CHECKPOINT_DIR
 
@@ -76,6 +79,20 @@ def invalidate_earlier_output(destination: Path) -> bool:
     (destination / REPLACING_MARKER).touch()
     meta.unlink()
     return True
+
+
+@contextmanager
+def staged(destination: Path, what: str, keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A fresh staging folder inside destination to write an output into, published when the block ends well.
+    On any error it goes, so that nothing half-written stays behind, and a full disk is reported as such."""
+    staging = fresh_staging(destination)
+    try:
+        with disk_full_reported(destination, what):
+            yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(staging, destination, keep=keep)
 
 
 def fresh_staging(destination: Path) -> Path:

@@ -2,15 +2,21 @@
 
 It lives in a hidden subfolder of the output ('.checkpoint'), which ModelDirectory readers never look at, and
 is written atomically (a temporary file, then a rename) so that a kill mid-write leaves the previous one.
+
+The state is copied on the training thread (a memory copy: the next step changes the weights in place) and
+written by a background thread while the next epoch trains; a save waits for the one before it, so that the
+files land in order and there is never more than one write in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,9 +24,15 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ..disk_space import disk_full_reported
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "state.pt"
+RESUME_FIX = (
+    "The last complete checkpoint is kept: free space on that disk and run the same job again, and it resumes "
+    "from there."
+)
 
 
 def rng_state() -> dict[str, Any]:
@@ -63,9 +75,13 @@ def save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / CHECKPOINT_FILE
     partial = folder / f"{CHECKPOINT_FILE}.partial"
-    torch.save(state, partial)
-    with open(partial, "rb") as stream:
-        os.fsync(stream.fileno())
+    try:
+        torch.save(state, partial)
+        with open(partial, "rb") as stream:
+            os.fsync(stream.fileno())
+    except BaseException:
+        partial.unlink(missing_ok=True)  # the space it took; the last complete checkpoint stays as it was
+        raise
     os.replace(partial, target)
 
 
@@ -113,20 +129,45 @@ class Checkpoint:
         self.folder = folder
         self.fingerprint = fingerprint
         self.writer = writer  # every rank takes the same decisions; only the first one writes
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
 
-    def save(self, epoch: int, stateful: Mapping[str, Stateful], state: FitState, mlflow_run_id: str | None) -> None:
+    def save(
+        self,
+        epoch: int,
+        stateful: Mapping[str, Stateful],
+        state: FitState,
+        mlflow_run_id: str | None,
+        best_is_current: bool = False,
+    ) -> None:
+        """Copy the state now; write it in the background (wait() or remove() make sure it is on disk).
+        best_is_current: this epoch is the best so far, so its best weights are the model's: stored once."""
         if not self.writer:
             return
-        saved = {
+        self.wait()
+        snapshot = {
             "fingerprint": self.fingerprint,
             "epoch": epoch,
-            **{name: item.state_dict() for name, item in stateful.items()},
+            **{name: _copied(item.state_dict()) for name, item in stateful.items()},
             "rng": rng_state(),
-            "history": state.history,
-            "best_state": state.best_state,
+            "history": [dict(row) for row in state.history],
+            # Replaced, never changed in place, by a new best epoch: no copy needed.
+            "best_state": None if best_is_current else state.best_state,
+            "best_is_model": best_is_current,
             "mlflow_run_id": mlflow_run_id,
         }
-        save_checkpoint(self.folder, saved)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="checkpoint", initializer=_yield_to_training
+            )
+        self._pending = self._executor.submit(save_checkpoint, self.folder, snapshot)
+
+    def wait(self) -> None:
+        """Until the last save is on disk; its error, if the write failed, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            with disk_full_reported(self.folder, "the checkpoint", fix=RESUME_FIX):
+                pending.result()
 
     def restore(self, stateful: Mapping[str, Stateful]) -> FitState:
         """Load the saved state into the stateful objects; a fresh FitState when there is nothing to resume."""
@@ -142,11 +183,48 @@ class Checkpoint:
         log.info("Resuming from the checkpoint of epoch %d.", saved["epoch"])
         return FitState(
             history=saved["history"],
-            best_state=saved["best_state"],
+            best_state=saved["model"] if saved.get("best_is_model") else saved["best_state"],
             next_epoch=saved["epoch"] + 1,
             resumed_from=saved["epoch"],
             resumed_run_id=saved.get("mlflow_run_id"),
         )
 
     def remove(self) -> None:
+        """The run is over: no write may land after this, and the folder goes."""
+        self.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def close(self) -> None:
+        """Let the write in flight finish (a kill mid-write would leave the one before it) and stop the writer.
+        Called on every way out of a run; an error of the write is raised unless another one is on its way."""
+        try:
+            self.wait()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
+
+
+def _yield_to_training() -> None:
+    """The writer thread runs at the lowest priority. Training keeps every core busy (torch's threads wait for
+    each other at every parallel region), so a writer on an equal footing slows the whole step, not one core's
+    share of it; at the lowest priority it writes in the gaps instead. Linux sets a priority per thread."""
+    import threading
+
+    # Not Linux, or not allowed: the write only competes more.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a state dict that the next training step cannot change: tensors copied to the CPU (the step
+    updates weights and momentum in place), containers rebuilt, plain values kept."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, Mapping):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_copied(item) for item in value)
+    return value

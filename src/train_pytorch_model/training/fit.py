@@ -34,18 +34,26 @@ def fit(run: TrainingRun) -> None:
         metrics = run_epoch(epoch, settings, prepared, setup, progress, context)
         state.history.append({"epoch": epoch, **metrics})
         (log.info if context.is_main else log.debug)(_epoch_line(epoch, settings.epochs, metrics))
-        if stopper.update(epoch, metrics["valid_loss"], metrics["train_loss"]):
-            state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in setup.network.state_dict().items()}
+        improved = stopper.update(epoch, metrics["valid_loss"], metrics["train_loss"])
+        if improved:
+            state.best_state = weights_copy(setup.network)
         if stopper.diverged:
-            tracker.log_metrics(metrics, step=epoch)
+            tracker.log_epoch(metrics, epoch)
             break
-        # Every rank took the same decision from the same all-reduced loss; only the first one writes.
-        checkpoint.save(epoch, setup.stateful(("early_stopping", stopper)), state, tracker.run_id)
-        # Logged after the checkpoint: a job killed in between logs this epoch when it resumes.
-        tracker.log_metrics(metrics, step=epoch)
+        # Every rank took the same decision from the same all-reduced loss; only the first one writes, in the
+        # background while the next epoch trains.
+        checkpoint.save(epoch, setup.stateful(("early_stopping", stopper)), state, tracker.run_id, improved)
+        # A job killed before this checkpoint lands trains this epoch again when it resumes; the tracker then
+        # keeps the point it has (one point per epoch), and the checkpoint logs what it holds that the run lacks.
+        tracker.log_epoch(metrics, epoch)
         if stopper.should_stop:
             log.info("Stopping early: %s.", stopper.stop_reason)
     state.first_step_at = progress.first_step_at
+
+
+def weights_copy(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights as they are now, on the CPU: what the output gets if no later epoch does better."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in network.state_dict().items()}
 
 
 def run_epoch(

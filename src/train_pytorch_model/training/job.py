@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..disk_space import require_free_space
 from ..errors import ComponentError
 from ..formats.model_directory import read_model_directory
+from ..host_memory import keep_freed_memory
 from ..output.publish import check_output_folder, invalidate_earlier_output
 from ..output.report import format_dataset_summary
 from ..settings import CHECKPOINT_DIR, Settings
@@ -37,6 +39,9 @@ from .setup import set_up
 
 log = logging.getLogger("train_pytorch_model")
 
+# The output's files besides the weights: the MLflow model's code, the report's images, the summaries.
+OUTPUT_EXTRAS_BYTES = 16 << 20
+
 
 def seed_everything(seed: int) -> None:
     """Seed every generator before anything random happens (the head's initialisation included). Shuffling
@@ -48,6 +53,7 @@ def seed_everything(seed: int) -> None:
 
 def run(settings: Settings) -> RunOutcome:
     started = time.perf_counter()
+    keep_freed_memory()  # before the first large allocation: every epoch then reuses its memory
     context = init_distributed()
     output = settings.trained_model
     if context.is_main:  # the only process that writes the output; the others never touch it
@@ -58,9 +64,12 @@ def run(settings: Settings) -> RunOutcome:
     seed_everything(settings.random_seed)
     spec = read_model_directory(settings.untrained_model)
     scratch = Path(tempfile.mkdtemp(prefix="train-pytorch-model-"))
+    checkpoint: Checkpoint | None = None
     try:
         prepared = prepare(settings, spec, scratch, context.world_size)
         setup = set_up(settings, prepared, context)
+        if context.is_main:
+            check_output_space(output, setup.network)
         stopper = EarlyStopping(settings.patience)
         checkpoint = Checkpoint(output / CHECKPOINT_DIR, setup.record.fingerprint(), writer=context.is_main)
         state = checkpoint.restore(setup.stateful(("early_stopping", stopper)))
@@ -70,8 +79,21 @@ def run(settings: Settings) -> RunOutcome:
         parts = TrainingRun(settings, prepared, setup, state, stopper, checkpoint, tracker, context, started)
         return _tracked(parts)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        context.shutdown()
+        try:
+            if checkpoint is not None:
+                checkpoint.close()  # a failed run keeps its last checkpoint, whole, for a re-run to resume from
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            context.shutdown()
+
+
+def check_output_space(output: Path, network: torch.nn.Module) -> None:
+    """Refuse before the first epoch a run whose checkpoint and model cannot fit the output's disk, rather than
+    after an hour of training. The checkpoint holds up to three copies of the weights (the weights, the
+    momentum, the best epoch's) and is replaced by writing the next one beside it; the output holds two (the
+    designer's file and the MLflow model) while the last checkpoint is still there: six copies at the most."""
+    weights = sum(tensor.numel() * tensor.element_size() for tensor in network.state_dict().values())
+    require_free_space(output, 6 * weights + OUTPUT_EXTRAS_BYTES, "the checkpoint and the trained model")
 
 
 def _tracked(run: TrainingRun) -> RunOutcome:
