@@ -52,7 +52,19 @@ CHILD_FLAG = "--component-child"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="resnet18", help="an architecture of the allowlist (models.FAMILIES)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        default=None,
+        help="an architecture of the allowlist (model/families.py); repeat for a sweep (default: resnet18)",
+    )
+    parser.add_argument(
+        "--seconds-per-epoch",
+        type=float,
+        default=None,
+        help="size each run's dataset to about this much training per epoch at its ceiling (at most --images)",
+    )
     parser.add_argument(
         "--config",
         action="append",
@@ -79,6 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     args = parser.parse_args(argv)
     args.configs = args.config or [(args.image_size, args.batch_size)]
+    args.models = args.models or ["resnet18"]
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch (warm-up, allocator growth) is not measured")
     if args.repeats < 1 or any(batch < 2 or args.images < batch for _, batch in args.configs):
@@ -142,12 +155,13 @@ class CeilingProbe:
 
     def __init__(self, args: argparse.Namespace, size: int, batch_size: int, untrained_model: Path, classes: int):
         import torch
-        import torch.nn.functional as F
 
         from train_pytorch_model.formats.model_directory import read_model_directory
         from train_pytorch_model.host_memory import keep_freed_memory
         from train_pytorch_model.model.loading import load_for_training
         from train_pytorch_model.training.device import Precision
+        from train_pytorch_model.training.image_input import network_size
+        from train_pytorch_model.training.loss import TrainingLoss
         from train_pytorch_model.training.optimizer import make_optimizer
 
         keep_freed_memory()
@@ -158,12 +172,16 @@ class CeilingProbe:
         if cuda:
             torch.backends.cudnn.benchmark = True
         memory_format = torch.channels_last if cuda else torch.contiguous_format
-        model = load_for_training(read_model_directory(untrained_model), classes).model.to(self.device)
+        spec = read_model_directory(untrained_model)
+        size = network_size(spec, (size, size))[0]  # what the component trains at (a network's minimum, ...)
+        loss_fn = TrainingLoss(spec.family.aux_weight)
+        model = load_for_training(spec, classes, side=size).model.to(self.device)
         model = model.to(memory_format=memory_format)
         precision = Precision(self.device)
         optimizer = make_optimizer(model, 0.001)
         self.args, self.model = args, model
         self.batch_size, self.valid_batch_size = batch_size, 2 * batch_size  # the trainer validates at 2x
+        self.side = size
 
         def batch(count: int) -> tuple[torch.Tensor, torch.Tensor]:
             images = torch.randn(count, 3, size, size, device=self.device).contiguous(memory_format=memory_format)
@@ -174,8 +192,8 @@ class CeilingProbe:
 
         def train_step() -> None:
             with precision.autocast():
-                logits = model(train_images)
-            loss = F.cross_entropy(logits.float(), train_targets)
+                outputs = model(train_images)
+            loss, _ = loss_fn(outputs, train_targets)
             optimizer.zero_grad(set_to_none=True)
             precision.scaler.scale(loss).backward()
             precision.scaler.step(optimizer)
@@ -519,11 +537,12 @@ def _train_stretches(
     return predicted, measured
 
 
-def print_report(args: argparse.Namespace, size: int, batch_size: int, config: dict, ceiling: dict,
-                 component: dict, analysis: dict) -> None:  # fmt: skip
+def print_report(args: argparse.Namespace, config: dict, ceiling: dict, component: dict, analysis: dict) -> None:
+    size, batch_size = config["trained_at"], config["batch_size"]
     print()
     print(
-        f"{args.model} {size}x{size} batch {batch_size} on {ceiling['device']} ({config['torch_threads']} threads, "
+        f"{config['model']} {size}x{size} batch {batch_size} on {ceiling['device']} "
+        f"({config['torch_threads']} threads, "
         f"torch {config['torch']}); {analysis['train_images_per_epoch']:.0f} train / "
         f"{analysis['valid_images_per_epoch']:.0f} valid images, {args.epochs} epochs; load average "
         f"{config['load_before']:.2f} -> {config['load_after']:.2f}"
@@ -586,32 +605,35 @@ def _print_timeline(component: dict) -> None:
     )
 
 
-def run_config(args: argparse.Namespace, size: int, batch_size: int, work: Path) -> dict:
+def run_config(args: argparse.Namespace, model: str, size: int, batch_size: int, work: Path) -> dict:
     import torch
 
     from train_pytorch_model.init_model import write_untrained_model
 
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
+    untrained = work / "untrained_model"
+    torch.manual_seed(0)
+    write_untrained_model(untrained, model, pretrained=False)
+    probe = CeilingProbe(args, size, batch_size, untrained, classes=10)  # the digits' ten classes
+    before = probe.measure(args.repeats)
+    images = _images_for(args, statistics.median(before["train"]), batch_size)
+    print(f"ceiling: train {statistics.median(before['train']):.1f} img/s at {probe.side}x{probe.side}")
     if args.dataset is not None:
         train, valid = args.dataset / "train", args.dataset / "valid"
     else:
         started = time.perf_counter()
-        train, valid = write_digits_dataset(work / "data", args.images, size)
-        print(f"wrote {args.images} + {args.images // 4} digit PNGs in {time.perf_counter() - started:.1f} s")
-    paths = {"work": work, "untrained": work / "untrained_model", "train": train, "valid": valid}
-    torch.manual_seed(0)
-    write_untrained_model(paths["untrained"], args.model, pretrained=False, flag=False)
-    probe = CeilingProbe(args, size, batch_size, paths["untrained"], count_classes(train))
-    before = probe.measure(args.repeats)
-    print(f"ceiling: train {statistics.median(before['train']):.1f} img/s; running the component...")
+        train, valid = write_digits_dataset(work / "data", images, size)
+        print(f"wrote {images} + {images // 4} digit PNGs in {time.perf_counter() - started:.1f} s")
+    paths = {"work": work, "untrained": untrained, "train": train, "valid": valid}
     parent_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     component, between = run_component(args, size, batch_size, paths, probe)
     print("component done; measuring the ceiling again...")
     ceiling = summarise_ceiling(before, between, probe.measure(args.repeats), probe)
     config = {
-        "model": args.model,
+        "model": model,
         "image_size": size,
+        "trained_at": probe.side,
         "batch_size": batch_size,
         "epochs": args.epochs,
         "torch": torch.__version__,
@@ -620,28 +642,39 @@ def run_config(args: argparse.Namespace, size: int, batch_size: int, work: Path)
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "parent_max_rss_bytes": parent_rss,
-        "decoded_cache_bytes": (count_images(train) + count_images(valid)) * 3 * size**2,
+        "decoded_cache_bytes": (count_images(train) + count_images(valid)) * 3 * probe.side**2,
     }
     analysis = analyse(component, between)
-    print_report(args, size, batch_size, config, ceiling, component, analysis)
+    print_report(args, config, ceiling, component, analysis)
     return {"config": config, "ceiling": ceiling, "between": between, "component": component, "analysis": analysis}
+
+
+def _images_for(args: argparse.Namespace, ceiling: float, batch_size: int) -> int:
+    """--images, or with --seconds-per-epoch as many as the ceiling trains in that time (whole batches, at
+    least four), so that a sweep over networks of very different speeds takes about as long for each."""
+    if args.seconds_per_epoch is None:
+        return args.images
+    wanted = round(ceiling * args.seconds_per_epoch / batch_size) * batch_size
+    return max(4 * batch_size, min(args.images, wanted))
 
 
 def print_table(args: argparse.Namespace, results: list[dict]) -> None:
     print()
-    print(f"{args.model}, {args.epochs} epochs, epochs 2-{args.epochs} against the ceiling measured in the same run:")
+    print(f"{args.epochs} epochs, epochs 2-{args.epochs} against the ceiling measured next to them:")
     print(
-        f"  {'size, batch':>12} {'ceiling img/s':>14} {'train ratio med/worst':>22} "
-        f"{'epoch ratio med/worst':>22} {'spread':>7}"
+        f"  {'model':>20} {'size, batch':>12} {'trained at':>10} {'images':>7} {'ceiling img/s':>14} "
+        f"{'train ratio med/worst':>22} {'epoch ratio med/worst':>22} {'spread':>7}"
     )
     for result in results:
         config, analysis = result["config"], result["analysis"]
         print(
-            f"  {config['image_size']:>5}x{config['image_size']:<3}{config['batch_size']:>4} "
+            f"  {config['model']:>20} {config['image_size']:>5}x{config['image_size']:<3}{config['batch_size']:>4} "
+            f"{config['trained_at']:>10} {analysis['train_images_per_epoch']:>7.0f} "
             f"{result['ceiling']['train']['images_per_second']:14.1f} "
             f"{analysis['median_ratio_train']:>13.3f} / {analysis['worst_ratio_train']:.3f} "
             f"{analysis['median_ratio_epoch']:>13.3f} / {analysis['worst_ratio_epoch']:.3f} "
-            f"{analysis['epoch_spread']:>6.0%}"
+            f"{analysis['epoch_spread']:>6.0%}",
+            flush=True,
         )
 
 
@@ -654,12 +687,14 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="throughput-") as temporary:
         root = (args.keep or Path(temporary)).resolve()
-        for size, batch_size in args.configs:
-            results.append(run_config(args, size, batch_size, root / f"{size}x{batch_size}"))
+        for model in args.models:
+            for size, batch_size in args.configs:
+                work = root / f"{model}_{size}x{batch_size}"
+                results.append(run_config(args, model, size, batch_size, work))
+                if args.json is not None:  # after each, so that a long sweep keeps what it measured
+                    args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     if len(results) > 1:
         print_table(args, results)
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

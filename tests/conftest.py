@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import os
+import shlex
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ import yaml
 from PIL import Image
 
 from train_pytorch_model.formats.model_directory import load_weights, read_model_directory
-from train_pytorch_model.local.command_line import run_component
+from train_pytorch_model.local.command_line import load_component_spec, render_command, run_component
 from train_pytorch_model.model.families import RESNET_MODULE
 from train_pytorch_model.output.run_record import Hyperparameters
 from train_pytorch_model.training.optimizer import MOMENTUM, NESTEROV, OPTIMIZER_NAME, SCHEDULE_NAME, WEIGHT_DECAY
@@ -84,7 +87,7 @@ def untrained_resnet18(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)  # the same starting weights in every test session
     folder = tmp_path_factory.mktemp("untrained") / "resnet18"
-    write_untrained_model(folder, "resnet18", pretrained=False, flag=False)
+    write_untrained_model(folder, "resnet18", pretrained=False)
     return folder
 
 
@@ -199,6 +202,16 @@ def run_companion(stem: str, inputs: dict[str, object], outputs: dict[str, Path]
     return run_component(component_yaml(stem), inputs, outputs, check=False, capture_output=True)
 
 
+def run_in_process(yaml_path: Path, inputs: dict[str, object], outputs: dict[str, Path]) -> int:
+    """The YAML's own command line, rendered as Azure ML renders it, run in this interpreter: the module its
+    ``python -m`` names gets the rendered arguments. For tests that run many networks, where a process per run
+    would spend most of its time importing torch."""
+    command = render_command(load_component_spec(yaml_path), inputs, outputs)
+    python, flag, module, *arguments = shlex.split(command)
+    assert (python, flag) == ("python", "-m"), command
+    return importlib.import_module(module).main(arguments)
+
+
 def assert_user_error(result, name: str, exit_code: int) -> None:
     """The component failed as a user error should: its exit code, one line on stderr naming the error, no
     traceback."""
@@ -273,3 +286,32 @@ def fill_disk(folder: Path, leave_megabytes: int) -> Path:
         for _ in range(max(0, free) >> 20):
             stream.write(b"\0" * (1 << 20))
     return filler
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pretrained weights from a hub cache the tests write, with no network
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def cache_weights(torch_home: Path, architecture: str, seed: int = 1234) -> dict[str, torch.Tensor]:
+    """A weights file for architecture's DEFAULT weights in torch_home's hub cache, where torchvision looks
+    before downloading: random weights of the network the real file holds (seeded), returned as saved."""
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(architecture).DEFAULT
+    options = {"aux_logits": True, "init_weights": True} if architecture in ("googlenet", "inception_v3") else {}
+    torch.manual_seed(seed)
+    state = torchvision.models.get_model(architecture, weights=None, **options).state_dict()
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    torch.save(state, checkpoints / os.path.basename(weights.url))
+    return state

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from .cli import run_cli
-from .data.images import BadImageError, decode_image
+from .data.images import BadImageError, Resize, decode_image
 from .errors import InvalidDatasetError
 from .formats.dataframe_directory import SCORED_LABELS, dataframe_schema, scored_frame, write_dataframe_directory
 from .formats.dataset_listing import list_dataset
@@ -48,9 +48,9 @@ DATA_SUBJECT = "Dataset"
 CHUNK = 256  # images decoded at a time: bounds memory on large datasets
 
 
-def _decode(path: Path, size: tuple[int, int] | None) -> np.ndarray | str:
+def _decode(path: Path, resizing: Resize) -> np.ndarray | str:
     try:
-        return decode_image(path, size)
+        return decode_image(path, resizing)
     except BadImageError as exc:
         return str(exc)
     except Exception as exc:  # a decoder bug on a corrupt file (struct.error, IndexError ...) is still a bad image
@@ -69,7 +69,7 @@ def score(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(sources), CHUNK):
             indices = range(start, min(start + CHUNK, len(sources)))
-            decoded = pool.map(lambda i: _decode(sources[i], model.image_size), indices)
+            decoded = pool.map(lambda i: _decode(sources[i], model.resizing), indices)
             by_size: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
             for index, result in zip(indices, decoded, strict=True):
                 if isinstance(result, str):

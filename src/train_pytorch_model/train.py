@@ -18,7 +18,10 @@ from .settings import DEFAULT_MAX_SIZE, DESIGNER_PARAMETERS, Settings, path_argu
 def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(prog="train_pytorch_model.train", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--untrained-model", required=True, type=path_argument, help="UntrainedModelDirectory (DenseNet or ResNet)"
+        "--untrained-model",
+        required=True,
+        type=path_argument,
+        help="UntrainedModelDirectory (DenseNet, ResNet or Init Image Model)",
     )
     parser.add_argument(
         "--training-dataset", required=True, type=path_argument, help="labelled ImageDirectory or ImageFolder tree"

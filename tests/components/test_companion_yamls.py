@@ -14,7 +14,7 @@ from conftest import COMPONENTS, REPO_ROOT, component_yaml, run_companion
 from train_pytorch_model.formats.model_directory import read_model_directory
 from train_pytorch_model.local.command_line import load_component_spec, render_command
 from train_pytorch_model.local.offline_credential import OfflineCredential, offline_ml_client
-from train_pytorch_model.model.families import FAMILIES
+from train_pytorch_model.model.families import DESIGNER_ARCHITECTURES, FAMILIES
 
 # file stem: (name, display name)
 IDENTITIES = {
@@ -22,13 +22,14 @@ IDENTITIES = {
     "densenet": ("densenet", "DenseNet"),
     "convert_to_image_directory": ("convert_to_image_directory", "Convert to Image Directory"),
     "score_image_model": ("score_image_model", "Score Image Model"),
+    "init_image_model": ("init_image_model", "Init Image Model"),
 }
 
 
 SCHEMA_URL = "https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json"
 
 
-def test_components_folder_holds_exactly_the_four_companions() -> None:
+def test_components_folder_holds_exactly_the_companions() -> None:
     assert sorted(p.stem for p in COMPONENTS.glob("*.yaml")) == sorted(IDENTITIES)
 
 
@@ -68,7 +69,7 @@ def test_model_component_interface(aml: Any, stem: str, flag: str) -> None:
     assert list(component.inputs) == ["model_name", "pretrained", flag]
     model_name = component.inputs["model_name"]
     assert model_name.type == "string"
-    assert list(model_name.enum) == list(family.architectures)
+    assert list(model_name.enum) == list(DESIGNER_ARCHITECTURES[stem])
     assert model_name.default == family.default
     assert (component.inputs["pretrained"].type, component.inputs["pretrained"].default) == ("boolean", True)
     assert (component.inputs[flag].type, component.inputs[flag].default) == ("boolean", False)
@@ -128,6 +129,6 @@ def test_model_components_write_an_untrained_model(tmp_path: Path, stem: str, in
     assert spec.family.name == stem
     assert spec.architecture == inputs["model_name"]
     assert spec.pretrained is False
-    assert spec.flag is inputs.get(flag, False)
+    assert spec.flags == {flag: inputs.get(flag, False)}
     assert spec.classes is None  # untrained: no label map
     assert not (out / ".staging").exists()

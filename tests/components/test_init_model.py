@@ -20,7 +20,7 @@ def test_init_model_main_writes_folder(tmp_path):
     assert code == 0
     assert sorted(p.name for p in folder.iterdir()) == ["_meta.yaml", "model", "model_spec.yaml"]
     spec = read_model_directory(folder)
-    assert (spec.architecture, spec.pretrained, spec.flag) == ("resnet18", False, False)
+    assert (spec.architecture, spec.pretrained, spec.flags) == ("resnet18", False, {"zero_init_residual": False})
 
 
 def test_init_model_main_rewrites_an_earlier_output(tmp_path):
@@ -32,7 +32,7 @@ def test_init_model_main_rewrites_an_earlier_output(tmp_path):
     assert init_model.main([*args, "--untrained-model", str(folder)]) == 0
     assert not (folder / "stale.txt").exists()
     assert not (folder / ".staging").exists()
-    assert read_model_directory(folder).flag is True
+    assert read_model_directory(folder).flags == {"zero_init_residual": True}
 
 
 def test_init_model_main_unknown_name(tmp_path, capsys, monkeypatch):
@@ -57,5 +57,5 @@ def test_init_model_main_bad_boolean(tmp_path, capsys):
 
 def test_write_untrained_model_unknown_name_raises(tmp_path):
     with pytest.raises(InvalidParameterError, match="resnet9000"):
-        write_untrained_model(tmp_path / "x", "resnet9000", pretrained=False, flag=False)
+        write_untrained_model(tmp_path / "x", "resnet9000", pretrained=False)
     shutil.rmtree(tmp_path / "x", ignore_errors=True)

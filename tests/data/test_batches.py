@@ -9,23 +9,51 @@ from train_pytorch_model.data.batches import Normalizer, batches_of, eval_batche
 from train_pytorch_model.data.cache import DecodedImages
 
 
-@pytest.mark.parametrize(("count", "batch_size"), [(10, 4), (10, 5), (12, 4), (7, 7), (9, 3)])
-def test_batches_of_cover_every_index_once(count, batch_size):
+@pytest.mark.parametrize(("count", "batch_size"), [(10, 4), (10, 5), (12, 4), (7, 7), (9, 3), (5, 1)])
+def test_batches_of_cover_every_index_once_in_the_samplers_order(count, batch_size):
     order = torch.randperm(count, generator=torch.Generator().manual_seed(1)).tolist()
-    batches = list(batches_of(order, batch_size, drop_single=True))
-    assert torch.cat(batches).tolist() == order[: sum(len(b) for b in batches)]
-    assert sorted(torch.cat(batches).tolist()) == sorted(order)[: sum(len(b) for b in batches)]
-    assert all(1 < len(b) <= batch_size for b in batches)
-    assert count - sum(len(b) for b in batches) <= 1
+    batches = list(batches_of(order, batch_size, drop_partial=False))
+    assert torch.cat(batches).tolist() == order
+    assert all(len(b) == batch_size for b in batches[:-1]) and 0 < len(batches[-1]) <= batch_size
 
 
-def test_batches_of_drop_a_trailing_single_only_when_asked():
-    kept = list(batches_of(list(range(11)), 5, drop_single=True))
-    assert [len(b) for b in kept] == [5, 5]
-    everything = list(batches_of(list(range(11)), 5, drop_single=False))
-    assert [len(b) for b in everything] == [5, 5, 1]
-    assert torch.cat(everything).tolist() == list(range(11))
-    assert [b.tolist() for b in batches_of([3], 1, drop_single=False)] == [[3]]
+@pytest.mark.parametrize(
+    ("count", "batch_size", "kept_sizes"),
+    [
+        (90, 16, [16] * 5 + [10]),  # 10 >= 8: a sixth of a small dataset's steps is worth keeping
+        (87, 16, [16] * 5),  # 7 images of a batch of 16: too few for BatchNorm's statistics
+        (12, 8, [8]),  # 4 < 8
+        (90, 32, [32, 32, 26]),
+        (79, 32, [32, 32]),  # 15 < half a batch
+        (10, 4, [4, 4]),  # below 8, only whole batches
+        (9, 3, [3, 3, 3]),
+        (7, 7, [7]),
+    ],
+)
+def test_a_trailing_batch_of_few_images_is_skipped_only_when_asked(count, batch_size, kept_sizes):
+    """For BatchNorm networks: no step normalises over a handful of images; the skipped ones wait for the next
+    epoch's shuffle."""
+    order = list(range(count))
+    kept = list(batches_of(order, batch_size, drop_partial=True))
+    assert [len(b) for b in kept] == kept_sizes
+    assert torch.cat(kept).tolist() == order[: sum(kept_sizes)]
+    assert [len(b) for b in batches_of(order, batch_size, drop_partial=False)][-1] == count - (
+        (count - 1) // batch_size
+    ) * batch_size
+
+
+@pytest.mark.parametrize("count", [2, 5, 15])
+def test_fewer_images_than_a_batch_still_train(count):
+    """A small dataset (or a process's small shard) with a large batch size: its one batch is all there is."""
+    assert [b.tolist() for b in batches_of(list(range(count)), 16, drop_partial=True)] == [list(range(count))]
+
+
+def test_a_lone_image_is_not_a_batch_for_batchnorm():
+    assert list(batches_of([4], 16, drop_partial=True)) == []
+
+
+def test_a_batch_of_one_is_a_batch_when_every_batch_is_one():
+    assert [b.tolist() for b in batches_of([3, 5], 1, drop_partial=True)] == [[3], [5]]
 
 
 def decoded(count: int) -> DecodedImages:
@@ -45,8 +73,8 @@ def test_training_batches_follow_the_sampler_order():
     data = decoded(7)
     normalize = Normalizer((0.5,) * 3, (0.5,) * 3, torch.device("cpu"), channels_last=False)
     order = [6, 2, 4, 0, 1, 5, 3]
-    batches = list(train_batches(data, order, 3, drop_single=True, normalize=normalize))
-    assert [labels.tolist() for _, labels in batches] == [[0, 2, 1], [0, 1, 2]]  # the trailing single dropped
+    batches = list(train_batches(data, order, 3, drop_partial=True, normalize=normalize))
+    assert [labels.tolist() for _, labels in batches] == [[0, 2, 1], [0, 1, 2]]  # the trailing partial batch skipped
     assert torch.equal(batches[0][0], normalize(data.images[[6, 2, 4]]))
 
 

@@ -72,7 +72,7 @@ def test_golden_untrained_model_reads(golden_untrained, golden_untrained_state):
     assert spec.family.name == "resnet"
     assert spec.family is FAMILIES["resnet"]
     assert spec.pretrained is False
-    assert spec.flag is False
+    assert spec.flags == {"zero_init_residual": False}
     assert spec.num_classes is None
     assert spec.classes is None
     assert spec.weights_file == golden_untrained / "model"
@@ -150,7 +150,7 @@ def test_untrained_model_matches_golden_format(untrained_resnet18, golden_untrai
 
 def test_densenet_untrained_model(tmp_path):
     folder = tmp_path / "densenet"
-    write_untrained_model(folder, "densenet121", pretrained=False, flag=True)
+    write_untrained_model(folder, "densenet121", pretrained=False, flags={"memory_efficient": True})
     spec_yaml = yaml.safe_load((folder / "model_spec.yaml").read_text(encoding="utf-8"))
     extras = spec_yaml["flavor_extras"]
     assert extras["module"] == DENSENET_MODULE
@@ -166,12 +166,12 @@ def test_densenet_untrained_model(tmp_path):
     spec = read_model_directory(folder)
     assert spec.family.name == "densenet"
     assert spec.architecture == "densenet121"
-    assert spec.flag is True
+    assert spec.flags == {"memory_efficient": True}
     assert spec.pretrained is False
     state = load_weights(spec)
     assert all(key.startswith("model.") for key in state)
     assert tuple(state["model.classifier.weight"].shape) == (1000, 1024)
-    DesignerNet(build_network("densenet121", flag=True)).load_state_dict(state, strict=True)
+    DesignerNet(build_network("densenet121", flags={"memory_efficient": True})).load_state_dict(state, strict=True)
 
 
 def test_trained_model_directory_matches_golden_format(tmp_path, golden_trained, golden_trained_state):

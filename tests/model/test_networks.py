@@ -5,7 +5,6 @@ weights read weights-only from the hub cache with no network.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -27,22 +26,12 @@ from train_pytorch_model.model.networks import (
     build_network,
     classifier_of,
     load_matching,
-    replace_classifier,
+    replace_classifiers,
     strip_parallel_prefixes,
 )
 
 # ---------------------------------------------------------------------------------------------------------
 # pretrained weights: torchvision's weights API, from the hub cache, with no network
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
 
 
 def test_pretrained_weights_come_from_the_hub_cache(tmp_path, monkeypatch, no_network):
@@ -59,7 +48,7 @@ def test_pretrained_weights_come_from_the_hub_cache(tmp_path, monkeypatch, no_ne
     torch.save(reference.state_dict(), checkpoints / os.path.basename(url))
 
     folder = tmp_path / "pretrained"
-    write_untrained_model(folder, "resnet18", pretrained=True, flag=False)
+    write_untrained_model(folder, "resnet18", pretrained=True)
 
     spec_yaml = yaml.safe_load((folder / "model_spec.yaml").read_text(encoding="utf-8"))
     assert spec_yaml["flavor_extras"]["init_params"]["pretrained"] is True
@@ -92,7 +81,7 @@ def test_a_pickle_planted_in_the_weights_cache_is_refused_not_run(tmp_path, monk
     torch.save({"conv1.weight": _Planted()}, checkpoints / os.path.basename(url))
     folder = tmp_path / "pretrained"
     with pytest.raises(InvalidModelDirectoryError, match="could not be loaded"):
-        write_untrained_model(folder, "resnet18", pretrained=True, flag=False)
+        write_untrained_model(folder, "resnet18", pretrained=True)
     assert not Path("/tmp/train_pytorch_model_hub_pwned").exists()
     assert not (folder / "_meta.yaml").exists()
 
@@ -101,7 +90,7 @@ def test_pretrained_without_cache_or_network_fails_clearly(tmp_path, monkeypatch
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     folder = tmp_path / "pretrained"
     with pytest.raises(InvalidModelDirectoryError) as info:
-        write_untrained_model(folder, "resnet18", pretrained=True, flag=False)
+        write_untrained_model(folder, "resnet18", pretrained=True)
     assert "TORCH_HOME" in str(info.value)
     assert "resnet18" in str(info.value)
     assert not (folder / "_meta.yaml").exists()
@@ -163,22 +152,22 @@ def test_family_of_architecture():
 
 
 def test_build_network_heads_and_flags():
-    net = build_network("resnet18", num_classes=5, flag=True)
-    assert classifier_of(net)[0] == "fc"
+    net = build_network("resnet18", num_classes=5, flags={"zero_init_residual": True})
+    assert classifier_of(net, "resnet18")[0] == "fc"
     assert net.fc.out_features == 5
     # zero_init_residual zeroes the last BatchNorm weight in each block
     assert torch.count_nonzero(net.layer1[0].bn2.weight) == 0
-    dense = build_network("densenet121", num_classes=3, flag=True)
-    name, layer = classifier_of(dense)
+    dense = build_network("densenet121", num_classes=3, flags={"memory_efficient": True})
+    name, layer = classifier_of(dense, "densenet121")
     assert name == "classifier" and layer.out_features == 3
     assert dense.features.denseblock1.denselayer1.memory_efficient is True
     with pytest.raises(TypeError):
-        classifier_of(nn.Sequential(nn.Linear(2, 2)))
+        classifier_of(nn.Sequential(nn.Linear(2, 2)), "resnet18")
 
 
 def test_replace_classifier_and_load_matching(golden_trained_state):
     net = DesignerNet(build_network("resnet18"))
-    replace_classifier(net.model, 2)
+    assert replace_classifiers(net.model, "resnet18", 2) == ["fc"]
     assert net.model.fc.in_features == 512 and net.model.fc.out_features == 2
     net.load_state_dict(golden_trained_state, strict=True)
 

@@ -21,7 +21,7 @@ import torch
 from ..disk_space import disk_full_reported, require_free_space
 from ..errors import InvalidDatasetError
 from ..formats.image_directory import ImageRecord
-from .images import BadImageError, decode_image
+from .images import BadImageError, Resize, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def memory_budget_bytes(fraction: float = 0.5) -> int:
 def decode_dataset(
     records: Sequence[ImageRecord],
     class_to_idx: dict[str, int],
-    size: tuple[int, int],
+    resize: Resize | tuple[int, int],
     subject: str,
     *,
     workers: int | None = None,
@@ -68,9 +68,11 @@ def decode_dataset(
     max_bad_fraction: float = MAX_BAD_FRACTION,
     root: Path | None = None,
 ) -> DecodedImages:
-    """Decode every record once into a uint8 N x 3 x H x W tensor; unreadable files are skipped and named."""
+    """Decode every record once into a uint8 N x 3 x H x W tensor, resized as resize says (a (height, width)
+    alone: stretched to it); unreadable files are skipped and named."""
+    resize = resize if isinstance(resize, Resize) else Resize(tuple(resize))
     count = len(records)
-    height, width = size
+    height, width = resize.size
     nbytes = count * 3 * height * width
     budget = memory_budget_bytes() if memory_budget is None else memory_budget
     memory_mapped = nbytes > budget
@@ -88,7 +90,7 @@ def decode_dataset(
 
     def decode(record: ImageRecord) -> np.ndarray | str:
         try:
-            return decode_image(record.path, size)
+            return decode_image(record.path, resize)
         except BadImageError as exc:
             return str(exc)
         except OSError as exc:

@@ -6,6 +6,7 @@ import io
 import os
 import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -132,16 +133,49 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def decode_image(source: Path | bytes, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode, rotate per EXIF, convert to RGB and resize to size=(height, width): a HxWx3 uint8 array."""
+@dataclass(frozen=True)
+class Resize:
+    """How an image is brought to the size a network takes.
+
+    'stretch' resizes it to (height, width) whatever its aspect (this project's way for networks trained from
+    scratch: every pixel is kept). 'center_crop' is how torchvision's pretrained weights saw ImageNet: the image
+    is resized, aspect kept, until it covers (height, width) x crop_ratio, then its centre is cut out."""
+
+    size: tuple[int, int] | None  # (height, width); None keeps every image's own size
+    interpolation: str = "bilinear"
+    fit: str = "stretch"
+    crop_ratio: float = 1.0
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        if self.size is None:
+            return image
+        height, width = self.size
+        method = INTERPOLATIONS[self.interpolation]
+        if self.fit == "stretch" or (image.height, image.width) == (height, width) and self.crop_ratio == 1.0:
+            if (image.height, image.width) == (height, width):
+                return image
+            return image.resize((width, height), method, reducing_gap=3.0)
+        scale = max(height * self.crop_ratio / image.height, width * self.crop_ratio / image.width)
+        covering = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+        image = image.resize(covering, method, reducing_gap=3.0)
+        left, top = (covering[0] - width) // 2, (covering[1] - height) // 2
+        return image.crop((left, top, left + width, top + height))
+
+
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+
+
+def decode_image(source: Path | bytes, resize: Resize | tuple[int, int] | None = None) -> np.ndarray:
+    """Decode, rotate per EXIF, convert to RGB and resize (a Resize, or a (height, width) to stretch to): a
+    HxWx3 uint8 array."""
+    if not isinstance(resize, Resize):
+        resize = Resize(tuple(resize) if resize is not None else None)
     image = _open(source)
     try:
         with image:
             image.load()
             image = ImageOps.exif_transpose(image)
-            image = to_rgb(image)
-            if size is not None and (image.height, image.width) != tuple(size):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
+            image = resize.apply(to_rgb(image))
             return np.asarray(image, dtype=np.uint8).copy()
     except BadImageError:
         raise

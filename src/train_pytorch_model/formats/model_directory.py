@@ -27,8 +27,10 @@ SPEC_FILE = "model_spec.yaml"
 LABEL_FILE = "index_to_label.csv"
 TASK_TYPE = "MultiClassification"
 PRE_PROCESSOR_MODULE = "azureml.designer.core.model.model_spec.builtin_model_meta.pre_processor"
-FIX_HINT = "Connect the output of a DenseNet or ResNet module (or of this project's init-model component)."
-NEEDS_PYTORCH = "Train PyTorch Model needs a PyTorch model such as DenseNet or ResNet."
+FIX_HINT = "Connect the output of a DenseNet, ResNet or Init Image Model component."
+NEEDS_PYTORCH = "Train PyTorch Model needs a PyTorch model: a DenseNet, a ResNet or any Init Image Model network."
+# init_params every family may have: the architecture, whether (and which) pretrained weights, the outputs.
+COMMON_INIT_PARAMS = ("model_name", "pretrained", "weights", "num_classes")
 
 
 @dataclass
@@ -39,13 +41,14 @@ class ModelSpec:
     family: Family
     architecture: str
     pretrained: bool
-    flag: bool
+    flags: dict[str, bool]  # the family's init parameters (its choices, and those its pretrained weights set)
     weights_file: Path
     num_classes: int | None = None
     classes: list[str] | None = None
     mean: tuple[float, ...] = DESIGNER_MEAN
     std: tuple[float, ...] = DESIGNER_STD
     init_params: dict = field(default_factory=dict)
+    weights_name: str | None = None  # which pretrained weights (torchvision's name, IMAGENET1K_V1 ...), if recorded
 
 
 def _fail(subject: str, root: Path, reason: str, fix: str = FIX_HINT) -> InvalidModelDirectoryError:
@@ -86,13 +89,14 @@ def read_model_directory(path: str | Path, subject: str = "Untrained model") -> 
         family=family,
         architecture=init_params["model_name"],
         pretrained=_flag(init_params, "pretrained", subject, root),
-        flag=_flag(init_params, family.flag, subject, root),
+        flags=_family_flags(init_params, family, subject, root),
         weights_file=weights_file,
         num_classes=num_classes,
         classes=_read_labels(root, spec, subject),
         mean=mean,
         std=std,
         init_params=dict(init_params),
+        weights_name=_weights_name(init_params, subject, root),
     )
 
 
@@ -149,17 +153,32 @@ def _network_of(spec: dict, subject: str, root: Path) -> tuple[Family, dict]:
             root,
             f"'{architecture}' is not a supported {family.name}; choose one of {', '.join(family.architectures)}.",
         )
-    unknown = set(init_params) - {"model_name", "pretrained", family.flag, "num_classes"}
+    unknown = set(init_params) - {*COMMON_INIT_PARAMS, *family.flags, *family.recorded}
     if unknown:
         raise _fail(subject, root, f"init_params has unknown keys: {', '.join(sorted(map(str, unknown)))}.")
     return family, init_params
 
 
-def _flag(init_params: dict, name: str, subject: str, root: Path) -> bool:
+def _family_flags(init_params: dict, family: Family, subject: str, root: Path) -> dict[str, bool]:
+    """Every flag of the family (its default when the folder does not say), and the recorded parameters the
+    folder has."""
+    flags = {name: _flag(init_params, name, subject, root, default) for name, default in family.flags.items()}
+    flags.update({name: _flag(init_params, name, subject, root) for name in family.recorded if name in init_params})
+    return flags
+
+
+def _weights_name(init_params: dict, subject: str, root: Path) -> str | None:
+    name = init_params.get("weights")
+    if name is not None and not (isinstance(name, str) and name.isidentifier()):
+        raise _fail(subject, root, f"init_params.weights is {name!r}, not the name of torchvision weights.")
+    return name
+
+
+def _flag(init_params: dict, name: str, subject: str, root: Path, default: bool = False) -> bool:
     """A yes/no parameter: YAML booleans (and 0/1) only; the string 'false' is not silently true."""
-    value = init_params.get(name, False)
+    value = init_params.get(name, default)
     if value is None:
-        return False
+        return default
     if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
         return bool(value)
     raise _fail(subject, root, f"init_params.{name} is {value!r}, not true or false.")

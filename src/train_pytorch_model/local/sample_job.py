@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.manual_seed(0)  # the same starting weights every time, so that the quick start's figure repeats
-    write_untrained_model(untrained, args.model_name, pretrained=False, flag=False)
+    write_untrained_model(untrained, args.model_name, pretrained=False)
     trained = workdir / "trained_model"
     env = {
         "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}"),

@@ -14,14 +14,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.images import Resize
 from ..errors import InvalidModelDirectoryError
 from ..formats.model_directory import FIX_HINT, ModelSpec, load_weights, read_model_directory
 from ..formats.preprocessing import PREPROCESSING_FILE, Preprocessing
-from .networks import DesignerNet, build_network, classifier_of, replace_classifier, strip_parallel_prefixes
+from .families import family_of_architecture
+from .networks import (
+    DesignerNet,
+    build_network,
+    classifier_of,
+    heads_of,
+    outputs_of,
+    replace_classifiers,
+    resize_position_embeddings,
+    strip_parallel_prefixes,
+    vit_side,
+)
 
-# Where a designer network keeps its classifier weights; the first found gives the saved number of outputs.
-STACKED_HEAD = "out_linear_model"
-HEAD_WEIGHTS = (f"{STACKED_HEAD}.weight", "model.fc.weight", "model.classifier.weight")
+STACKED_HEAD = "out_linear_model"  # the designer's Linear stacked on the 1000 ImageNet logits
 IMAGENET_CLASSES = 1000
 
 
@@ -35,28 +45,39 @@ class LoadedNetwork:
         return {"tensors_loaded": len(self.loaded_keys), "head_reinitialised": self.head_reinitialised}
 
 
-def saved_outputs(state: dict[str, torch.Tensor]) -> int | None:
+def saved_outputs(state: dict[str, torch.Tensor], architecture: str) -> int | None:
     """The number of outputs of the saved network (its stacked head's, if it has one), from the weights alone."""
-    for key in HEAD_WEIGHTS:
-        if key in state and state[key].ndim == 2:
-            return int(state[key].shape[0])
+    paths = (STACKED_HEAD, *(f"model.{head}" for head in family_of_architecture(architecture).heads[:1]))
+    for path in paths:
+        weight = state.get(f"{path}.weight")
+        if weight is not None and weight.ndim in (2, 4):  # a Linear, or SqueezeNet's 1x1 convolution
+            return int(weight.shape[0])
     return None
 
 
-def load_network(spec: ModelSpec, subject: str, fix: str, *, head_optional: bool = False) -> LoadedNetwork:
+def load_network(
+    spec: ModelSpec, subject: str, fix: str, *, head_optional: bool = False, side: int | None = None
+) -> LoadedNetwork:
     """The folder's network with every saved tensor in place. A designer model trained from pretrained weights
     kept the 1000-class ImageNet head and stacked a Linear(1000, C) on it ('out_linear_model'): it is rebuilt
-    as saved. head_optional accepts weights without a classifier (training replaces it anyway)."""
+    as saved. head_optional accepts weights without a classifier (training replaces it anyway). side: the input
+    side to build a Vision Transformer for (its position embeddings are interpolated when the weights were made
+    for another); by default the weights' own."""
     state = strip_parallel_prefixes(load_weights(spec, subject=subject))
+    saved_side = vit_side(state, spec.architecture)
+    if side and saved_side and side != saved_side:
+        state = resize_position_embeddings(state, spec.architecture, side)
+    side = side or saved_side
     stacked = state.get(f"{STACKED_HEAD}.weight")
     if stacked is not None and stacked.ndim == 2:
         inner, outputs = int(stacked.shape[1]), int(stacked.shape[0])
-        model = DesignerNet(build_network(spec.architecture, inner, spec.flag), nn.Linear(inner, outputs))
+        network = build_network(spec.architecture, inner, spec.flags, side)
+        model = DesignerNet(network, nn.Linear(inner, outputs))
     else:
-        outputs = saved_outputs(state) or spec.num_classes
+        outputs = saved_outputs(state, spec.architecture) or spec.num_classes
         if outputs is None and not head_optional:
-            raise _mismatch(spec, subject, fix, "it has no classifier weights (model.fc or model.classifier)")
-        model = DesignerNet(build_network(spec.architecture, outputs or IMAGENET_CLASSES, spec.flag))
+            raise _mismatch(spec, subject, fix, "it has no classifier weights")
+        model = DesignerNet(build_network(spec.architecture, outputs or IMAGENET_CLASSES, spec.flags, side))
     _check_fit(model, state, spec, subject, fix, head_optional)
     model.load_state_dict(state, strict=False)
     return LoadedNetwork(model, loaded_keys=sorted(state))
@@ -67,12 +88,12 @@ def _check_fit(model: nn.Module, state: dict, spec: ModelSpec, subject: str, fix
     deeper or wider relative (resnet34 weights in a resnet18): its first blocks would fit by name and shape, and
     the rest would be dropped without a word."""
     own = model.state_dict()
-    head_prefix = f"model.{classifier_of(model.model)[0]}."
+    heads = tuple(f"model.{path}." for path, _ in heads_of(model.model, spec.architecture))
     missing = sorted(
         key
         for key, tensor in own.items()
         if (key not in state or tuple(state[key].shape) != tuple(tensor.shape))
-        and not (head_optional and key.startswith(head_prefix) and key not in state)
+        and not (head_optional and key.startswith(heads) and key not in state)
     )
     unexpected = sorted(set(state) - set(own))
     if missing:
@@ -98,24 +119,25 @@ def _mismatch(spec: ModelSpec, subject: str, fix: str, reason: str) -> InvalidMo
 
 UNTRAINED_FIX = (
     "The weights file must come from the same architecture as model_spec.yaml names; re-create the untrained "
-    "model with the DenseNet or ResNet module."
+    "model with the DenseNet, ResNet or Init Image Model component."
 )
 TRAINED_FIX = "The weights file must come from the architecture model_spec.yaml names. " + FIX_HINT
 
 
-def load_for_training(spec: ModelSpec, num_classes: int, subject: str = "Untrained model") -> LoadedNetwork:
-    """The untrained folder's network and weights, with a fresh classifier for num_classes where the saved one
-    has another size. A designer model's stacked head is dropped: training goes on from the network below it."""
-    loaded = load_network(spec, subject, UNTRAINED_FIX, head_optional=True)
+def load_for_training(
+    spec: ModelSpec, num_classes: int, subject: str = "Untrained model", side: int | None = None
+) -> LoadedNetwork:
+    """The untrained folder's network and weights, with fresh classifiers for num_classes where the saved ones
+    have another size. A designer model's stacked head is dropped: training goes on from the network below it."""
+    loaded = load_network(spec, subject, UNTRAINED_FIX, head_optional=True, side=side)
     model = loaded.model
     dropped = [f"{STACKED_HEAD}."]
     if hasattr(model, STACKED_HEAD):
         delattr(model, STACKED_HEAD)
-    head_name, head = classifier_of(model.model)
-    reinitialised = head.out_features != num_classes
+    _, head = classifier_of(model.model, spec.architecture)
+    reinitialised = outputs_of(head) != num_classes
     if reinitialised:
-        replace_classifier(model.model, num_classes)
-        dropped.append(f"model.{head_name}.")
+        dropped += [f"model.{path}." for path in replace_classifiers(model.model, spec.architecture, num_classes)]
     kept = [key for key in loaded.loaded_keys if not key.startswith(tuple(dropped))]
     return LoadedNetwork(model, loaded_keys=kept, head_reinitialised=reinitialised)
 
@@ -132,14 +154,18 @@ class TrainedModel:
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    image_size: tuple[int, int] | None  # None: score every image at its own size (designer-trained models)
+    resizing: Resize  # how images are resized; to no size (each at its own) for designer-trained models
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        return self.resizing.size
 
 
 def load_trained_model(path: str | Path) -> TrainedModel:
     spec = read_model_directory(path, subject=TRAINED_SUBJECT)
     network = load_network(spec, TRAINED_SUBJECT, TRAINED_FIX).model.eval()
-    outputs = saved_outputs(network.state_dict()) or 0
-    preprocessing = _read_preprocessing(spec)
+    outputs = saved_outputs(network.state_dict(), spec.architecture) or 0
+    preprocessing = read_preprocessing(spec, TRAINED_SUBJECT)
     classes = preprocessing.classes if preprocessing else spec.classes
     if not classes:
         raise InvalidModelDirectoryError(
@@ -157,11 +183,12 @@ def load_trained_model(path: str | Path) -> TrainedModel:
     # Outputs the label map does not name are reported by index, as the designer does.
     classes = [str(name) for name in classes] + [str(i) for i in range(len(classes), outputs)]
     if preprocessing:
-        return TrainedModel(network, classes, preprocessing.mean, preprocessing.std, tuple(preprocessing.image_size))
-    return TrainedModel(network, classes, spec.mean, spec.std, None)
+        return TrainedModel(network, classes, preprocessing.mean, preprocessing.std, preprocessing.resizing())
+    return TrainedModel(network, classes, spec.mean, spec.std, Resize(None))
 
 
-def _read_preprocessing(spec: ModelSpec) -> Preprocessing | None:
+def read_preprocessing(spec: ModelSpec, subject: str) -> Preprocessing | None:
+    """The preprocessing a model folder recorded (a model trained by this project), or None."""
     path = spec.root / PREPROCESSING_FILE
     if not path.is_file():
         return None
@@ -171,5 +198,5 @@ def _read_preprocessing(spec: ModelSpec) -> Preprocessing | None:
         raise InvalidModelDirectoryError(
             f"ModelDirectory \"{spec.root}\" is invalid: '{PREPROCESSING_FILE}' cannot be read ({exc}).",
             "Train the model again, or remove the file to score with the model spec's settings.",
-            subject=TRAINED_SUBJECT,
+            subject=subject,
         ) from exc

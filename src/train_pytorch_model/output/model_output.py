@@ -48,12 +48,7 @@ def _write_staged(
 ) -> None:
     model = model.cpu().eval()
     classes = preprocessing.classes
-    init_params = {
-        "model_name": spec.architecture,
-        "pretrained": False,
-        spec.family.flag: spec.flag,
-        "num_classes": len(classes),
-    }
+    init_params = {"model_name": spec.architecture, "pretrained": False, **spec.flags, "num_classes": len(classes)}
     # 'pretrained: false': the weights are in the file, so designer readers must not fetch ImageNet ones.
     write_model_directory(
         staging,

@@ -12,32 +12,32 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.images import decode_image, to_rgb
+from ..data.images import Resize, decode_image, to_rgb
 from ..formats.preprocessing import Preprocessing
 
 
-def image_to_array(item: object, size: tuple[int, int]) -> np.ndarray:
-    """One image, given as a path, raw bytes, a base64 string, a PIL image or an HxWx3 array, to HxWx3 uint8."""
+def image_to_array(item: object, resize: Resize | tuple[int, int]) -> np.ndarray:
+    """One image, given as a path, raw bytes, a base64 string, a PIL image or an HxWx3 array, to HxWx3 uint8,
+    resized as training resized it."""
     from PIL import Image
 
+    if not isinstance(resize, Resize):
+        resize = Resize(tuple(resize))
     if isinstance(item, Image.Image):
-        image = to_rgb(item)
-        if (image.height, image.width) != tuple(size):
-            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        return np.asarray(image, dtype=np.uint8)
+        return np.asarray(resize.apply(to_rgb(item)), dtype=np.uint8)
     if isinstance(item, np.ndarray):
         array = item if item.ndim == 3 else np.repeat(item[..., None], 3, axis=2)
-        return image_to_array(Image.fromarray(array.astype(np.uint8)), size)
+        return image_to_array(Image.fromarray(array.astype(np.uint8)), resize)
     if isinstance(item, (bytes, bytearray, memoryview)):
-        return decode_image(bytes(item), size)
+        return decode_image(bytes(item), resize)
     if isinstance(item, (str, Path)):
         text = str(item)
         if _is_file(text):
-            return decode_image(Path(text), size)
+            return decode_image(Path(text), resize)
         if text.startswith("data:") and "," in text:  # a data URI: data:image/png;base64,....
             text = text.split(",", 1)[1]
         try:
-            return decode_image(base64.b64decode("".join(text.split()), validate=True), size)
+            return decode_image(base64.b64decode("".join(text.split()), validate=True), resize)
         except (binascii.Error, ValueError) as exc:
             raise ValueError(f"'{text[:60]}' is neither an existing file nor base64 image bytes") from exc
     raise TypeError(f"cannot read an image from a {type(item).__name__}")
@@ -59,6 +59,7 @@ def predict_probabilities(
 ) -> np.ndarray:
     """Softmax probabilities (N x classes) for the images, batched, on the model's device."""
     device = next(model.parameters()).device
+    resize = preprocessing.resizing()
     std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
     mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
     model.eval()
@@ -72,7 +73,7 @@ def predict_probabilities(
         batch.clear()
 
     for item in images:
-        batch.append(image_to_array(item, preprocessing.image_size))
+        batch.append(image_to_array(item, resize))
         if len(batch) == batch_size:
             flush()
     if batch:

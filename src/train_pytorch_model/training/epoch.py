@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .device import Precision
+from .loss import TrainingLoss
 
 
 @dataclass
@@ -48,8 +49,10 @@ def train_one_epoch(
     device: torch.device,
     on_step: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    loss_fn: TrainingLoss | None = None,
 ) -> TrainStats:
     """One pass over the batches. reduce sums the epoch's totals over processes (distributed training)."""
+    loss_fn = loss_fn or TrainingLoss()
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -58,8 +61,8 @@ def train_one_epoch(
     for step, (images, targets) in enumerate(batches, start=1):
         targets = targets.to(device, non_blocking=True)
         with precision.autocast():
-            logits = model(images)
-        loss = F.cross_entropy(logits.float(), targets)
+            outputs = model(images)
+        loss, logits = loss_fn(outputs, targets)
         optimizer.zero_grad(set_to_none=True)
         precision.scaler.scale(loss).backward()
         precision.scaler.step(optimizer)

@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.batches import eval_batches
+from ..data.batches import SMALL_BATCH, eval_batches
 from ..errors import TrainingDivergedError
 from ..formats.json_file import write_json
+from ..model.families import has_batchnorm
 from ..output.model_output import write_model_output
 from ..output.report import REPORT_FILES, write_report
 from ..output.summary import DATASET_SUMMARY_FILE, SUMMARY_FILE, Outcome, Tracking, diverged_summary, training_summary
@@ -126,6 +127,19 @@ def raise_diverged(run: TrainingRun) -> None:
         kept = f" The model of epoch {stopper.best_epoch}, the best before that, was saved."
     raise TrainingDivergedError(
         f"the loss became NaN or infinite at epoch {stopper.diverged_epoch}.{kept}",
-        f"Lower the learning rate (now {run.settings.learning_rate}); check the images for corrupt content.",
+        f"Lower the learning rate (now {run.settings.learning_rate}); check the images for corrupt content."
+        + _small_batch_hint(run),
         subject="Training",
+    )
+
+
+def _small_batch_hint(run: TrainingRun) -> str:
+    batch_size, architecture = run.settings.batch_size, run.prepared.spec.architecture
+    if batch_size >= SMALL_BATCH or not has_batchnorm(architecture):
+        return ""
+    height, width = run.prepared.preprocessing.image_size
+    return (
+        f" With batch_size {batch_size}, {architecture}'s BatchNorm layers normalise by the statistics of "
+        f"{batch_size} images, which at {width}x{height} (a few values a channel in the last layers) can throw the "
+        f"gradients off: raise batch_size to {SMALL_BATCH} or more, or image_size."
     )

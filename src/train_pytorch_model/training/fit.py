@@ -69,7 +69,7 @@ def run_epoch(
     setup.sampler.set_epoch(epoch)
     compute = setup.compute
     batches = train_batches(
-        prepared.train_data, list(setup.sampler), settings.batch_size, setup.drop_single, setup.normalize
+        prepared.train_data, list(setup.sampler), settings.batch_size, setup.drop_partial, setup.normalize
     )
     progress.start_epoch(epoch)
     try:
@@ -83,6 +83,7 @@ def run_epoch(
                 compute.device,
                 on_step=progress.on_step,
                 reduce=context.all_reduce_sum,
+                loss_fn=setup.loss,
             )
             context.broadcast_buffers(setup.network)
             valid = evaluate(

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.cache import DecodedImages, decode_dataset, default_workers
-from ..data.survey import choose_image_size, survey_images
+from ..data.survey import survey_images
 from ..errors import InvalidDatasetError, InvalidParameterError
 from ..formats.image_directory import LabeledImages, load_labeled_images
 from ..formats.model_directory import ModelSpec
 from ..formats.preprocessing import Preprocessing
-from ..model.families import IMAGENET_MEAN, IMAGENET_STD
 from ..model.loading import LoadedNetwork, load_for_training
 from ..output.summary import dataset_summary
 from ..settings import Settings
+from .image_input import choose_preprocessing
 
 log = logging.getLogger("train_pytorch_model")
 
@@ -48,31 +48,27 @@ def prepare(settings: Settings, spec: ModelSpec, scratch: Path, world_size: int)
     valid_set = load_labeled_images(settings.validation_dataset, VALID_SUBJECT, scratch)
     classes = check_classes(train_set, valid_set)
     _check_batch_size(settings.batch_size, len(train_set.records), world_size=1)
-    network = load_for_training(spec, len(classes))
     train_survey = survey_images(train_set.records, settings.random_seed)
     valid_survey = survey_images(valid_set.records, settings.random_seed)
-    if settings.image_size is not None:
-        size = (max(settings.image_size, spec.family.min_size),) * 2
-    else:
-        size = choose_image_size(
-            train_set.records, spec.family.min_size, settings.max_image_size, settings.random_seed, survey=train_survey
-        )
-    # ImageNet weights need ImageNet statistics; otherwise the folder's own (a trained output records the
-    # statistics it was trained with, so training it further keeps them).
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if spec.pretrained else (spec.mean, spec.std)
+    preprocessing = choose_preprocessing(settings, spec, train_set.records, train_survey, classes)
+    height, width = preprocessing.image_size
+    network = load_for_training(spec, len(classes), side=height)
     log.info(
         "Training %s on %d images of %d classes at %dx%d; validating on %d images.",
         spec.architecture,
         len(train_set.records),
         len(classes),
-        size[1],
-        size[0],
+        width,
+        height,
         len(valid_set.records),
     )
     class_to_idx = {name: index for index, name in enumerate(classes)}
     workers = settings.num_workers or default_workers()
+    resizing = preprocessing.resizing()
     decoded = [
-        decode_dataset(listed.records, class_to_idx, size, subject, workers=workers, scratch=scratch, root=listed.root)
+        decode_dataset(
+            listed.records, class_to_idx, resizing, subject, workers=workers, scratch=scratch, root=listed.root
+        )  # fmt: skip
         for listed, subject in ((train_set, TRAIN_SUBJECT), (valid_set, VALID_SUBJECT))
     ]
     _check_batch_size(settings.batch_size, len(decoded[0]), world_size, readable=True)
@@ -82,7 +78,7 @@ def prepare(settings: Settings, spec: ModelSpec, scratch: Path, world_size: int)
         valid_set=valid_set,
         classes=classes,
         network=network,
-        preprocessing=Preprocessing(image_size=tuple(size), mean=tuple(mean), std=tuple(std), classes=classes),
+        preprocessing=preprocessing,
         train_data=decoded[0],
         valid_data=decoded[1],
         dataset_summary=dataset_summary(

@@ -12,12 +12,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from ..data.batches import Normalizer, batches_of
+from ..model.families import has_batchnorm
 from ..model.networks import DesignerNet
 from ..output.run_record import Hyperparameters, RunRecord, file_digest, listing
 from ..settings import Settings
 from .checkpoint import Stateful
 from .device import Compute, pick_compute
 from .distributed import DistributedContext
+from .loss import TrainingLoss
 from .optimizer import (
     MOMENTUM,
     NESTEROV,
@@ -42,8 +44,9 @@ class TrainingSetup:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     sampler: DistributedSampler  # each process's shard of every epoch, reshuffled per epoch
     steps_per_epoch: int
-    drop_single: bool  # skip a trailing batch of one (BatchNorm cannot train on it), unless every batch is one
+    drop_partial: bool  # skip a trailing batch of few images (BatchNorm networks; see batches_of)
     record: RunRecord
+    loss: TrainingLoss
 
     def stateful(self, *others: tuple[str, Stateful]) -> dict[str, Stateful]:
         """What a checkpoint saves and a resume restores, by the names the checkpoint file uses."""
@@ -72,8 +75,9 @@ def set_up(settings: Settings, prepared: PreparedData, context: DistributedConte
         shuffle=True,
         seed=settings.random_seed % 2**63,
     )
-    drop_single = settings.batch_size > 1
-    steps_per_epoch = sum(1 for _ in batches_of(list(sampler), settings.batch_size, drop_single))
+    # A few images cannot train BatchNorm (see batches_of); networks without it train on them like on any other.
+    drop_partial = settings.batch_size > 1 and has_batchnorm(prepared.spec.architecture)
+    steps_per_epoch = sum(1 for _ in batches_of(list(sampler), settings.batch_size, drop_partial))
     return TrainingSetup(
         compute=compute,
         network=network,
@@ -83,8 +87,9 @@ def set_up(settings: Settings, prepared: PreparedData, context: DistributedConte
         scheduler=make_scheduler(optimizer, settings.epochs * steps_per_epoch),
         sampler=sampler,
         steps_per_epoch=steps_per_epoch,
-        drop_single=drop_single,
+        drop_partial=drop_partial,
         record=_record(hyperparameters, prepared, compute),
+        loss=TrainingLoss(prepared.spec.family.aux_weight),
     )
 
 
