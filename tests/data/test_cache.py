@@ -4,13 +4,17 @@ all images are resized to.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import exif_jpeg, fill_disk, write_png
-from train_pytorch_model.data.cache import MAX_BAD_FRACTION, decode_dataset
+from train_pytorch_model.data import decode_progress
+from train_pytorch_model.data.cache import MAX_BAD_FRACTION, compact, decode_dataset
+from train_pytorch_model.data.decode_progress import DecodeProgress
 from train_pytorch_model.data.images import decode_image
 from train_pytorch_model.data.survey import choose_image_size
 from train_pytorch_model.errors import InsufficientDiskSpaceError, InvalidDatasetError
@@ -178,3 +182,33 @@ def test_a_memory_mapped_cache_reserves_its_disk_blocks(tmp_path):
     decoded = decode_dataset(records, {"cat": 0, "dog": 1}, (16, 16), SUBJECT, memory_budget=0, scratch=tmp_path)
     assert decoded.memory_mapped and decoded.images.shape == (6, 3, 16, 16)
     assert not list(tmp_path.glob("decoded-*"))  # unlinked at once: it goes with the process, whatever the end
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# moving the kept rows together, and the decode's progress
+
+
+@pytest.mark.parametrize("skipped", [[], [0], [4], [1, 2], [0, 2, 4], [0, 1, 2, 3, 4]])
+def test_compact_moves_the_kept_rows_down_in_order(skipped):
+    array = np.arange(5 * 2, dtype=np.uint8).reshape(5, 2)
+    expected = np.delete(array.copy(), skipped, axis=0)
+    kept = compact(array, skipped)
+    assert kept == 5 - len(skipped)
+    assert np.array_equal(array[:kept], expected)
+
+
+def test_a_long_decode_says_how_far_it_is(monkeypatch, caplog):
+    monkeypatch.setattr(decode_progress, "INTERVAL", 0.0)
+    progress = DecodeProgress(SUBJECT, 10, share=" (this process's share)")
+    with caplog.at_level(logging.INFO, logger="train_pytorch_model"):
+        progress.advance(4)
+        seconds = progress.finish()
+    assert "decoded 4 of 10 images (this process's share)" in caplog.text and "s left" in caplog.text
+    assert "decoded 4 images (this process's share) in" in caplog.text and seconds >= 0
+
+
+def test_a_quiet_process_says_nothing(monkeypatch, caplog):
+    monkeypatch.setattr(decode_progress, "INTERVAL", 0.0)
+    with caplog.at_level(logging.INFO, logger="train_pytorch_model"):
+        DecodeProgress(SUBJECT, 10, enabled=False).advance(4)
+    assert caplog.text == ""

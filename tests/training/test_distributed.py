@@ -113,6 +113,20 @@ def test_two_processes_write_one_model_and_one_run(runs):
         assert steps == list(range(1, EPOCHS + 1)), name
 
 
+def test_the_node_decodes_one_cache_for_both_processes(runs):
+    """The node's two processes built one shared cache (tests/data/test_node_cache.py checks its bytes and its
+    memory); one process alone keeps its own. The decode's time is in the summary and in MLflow."""
+    work, env, log = runs
+    for folder, expected in (("two", {"shared memory", "disk, shared"}), ("one", {"memory"})):
+        datasets = json.loads((work / folder / "dataset_summary.json").read_text())
+        assert {datasets[part]["cache"] for part in ("training", "validation")} <= expected, folder
+    assert "one cache of" in log and "for the node's 2 processes" in log
+    summary = summary_of(work / "two")
+    assert summary["decode_seconds"] > 0 and summary["decode_images_per_second"] > 0
+    run = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(summary["mlflow_run_id"])
+    assert run.data.metrics["decode_seconds"] == pytest.approx(summary["decode_seconds"])
+
+
 def test_two_processes_match_one_process_at_the_same_global_batch(runs):
     work, _, _ = runs
     two, one = summary_of(work / "two")["history"], summary_of(work / "one")["history"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import torch
 from ..disk_space import disk_full_reported, require_free_space
 from ..errors import InvalidDatasetError
 from ..formats.image_directory import ImageRecord
+from .decode_progress import DecodeProgress
 from .images import BadImageError, Resize, decode_image
 
 log = logging.getLogger(__name__)
@@ -35,13 +37,21 @@ class DecodedImages:
     labels: torch.Tensor  # int64, N
     skipped: list[tuple[str, str]] = field(default_factory=list)
     memory_mapped: bool = False
+    decode_seconds: float = 0.0  # the wall time of the decode (a node's processes together: the slowest's)
+    where: str = "memory"  # memory, disk (memory-mapped), or a node's shared memory or disk
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
 
-def default_workers() -> int:
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which container limits set), not the machine's."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def default_workers(local_processes: int = 1) -> int:
+    """Decoding threads: the process's share of its cores among the node's processes that decode with it."""
+    return max(1, usable_cores() // max(1, local_processes))
 
 
 def memory_budget_bytes(fraction: float = 0.5) -> int:
@@ -69,56 +79,105 @@ def decode_dataset(
     root: Path | None = None,
 ) -> DecodedImages:
     """Decode every record once into a uint8 N x 3 x H x W tensor, resized as resize says (a (height, width)
-    alone: stretched to it); unreadable files are skipped and named."""
+    alone: stretched to it); unreadable files are skipped and named. One process alone; node_cache.py builds
+    one cache for all the processes of a node."""
     resize = resize if isinstance(resize, Resize) else Resize(tuple(resize))
-    count = len(records)
-    height, width = resize.size
-    nbytes = count * 3 * height * width
+    shape = (len(records), 3, *resize.size)
+    nbytes = int(np.prod(shape))
     budget = memory_budget_bytes() if memory_budget is None else memory_budget
     memory_mapped = nbytes > budget
     if memory_mapped:
-        array = _disk_backed_array((count, 3, height, width), scratch)
-        log.info(
-            "%s: %.1f GB of decoded images exceed the memory budget; memory-mapping them.",
-            subject,
-            nbytes / 1e9,
-        )
+        log.info("%s: %.1f GB of decoded images exceed the memory budget; memory-mapping them.", subject, nbytes / 1e9)
+        array = _disk_backed_array(shape, scratch)
     else:
-        array = np.empty((count, 3, height, width), dtype=np.uint8)
-    labels = np.empty(count, dtype=np.int64)
-    skipped: list[tuple[str, str]] = []
+        array = np.empty(shape, dtype=np.uint8)
+    progress = DecodeProgress(subject, len(records))
+    skipped = decode_rows(array, records, range(len(records)), resize, workers or default_workers(), progress)
+    kept = compact(array, sorted(skipped))
+    decoded = finish_decoded(array[:kept], records, class_to_idx, skipped, subject, max_bad_fraction, root)
+    decoded.memory_mapped = memory_mapped
+    decoded.where = "disk" if memory_mapped else "memory"
+    decoded.decode_seconds = progress.finish()
+    return decoded
 
-    def decode(record: ImageRecord) -> np.ndarray | str:
+
+def decode_rows(
+    array: np.ndarray,
+    records: Sequence[ImageRecord],
+    rows: Sequence[int],
+    resize: Resize,
+    workers: int,
+    progress: DecodeProgress,
+) -> dict[int, str]:
+    """Decode records[row] into array[row] for each of rows, in a thread pool (decoding releases the GIL).
+    Returns why each unreadable row was skipped; its place in the array is left as it was."""
+
+    def decode(row: int) -> str | None:
         try:
-            return decode_image(record.path, resize)
+            array[row] = decode_image(records[row].path, resize).transpose(2, 0, 1)
         except BadImageError as exc:
             return str(exc)
         except OSError as exc:
             return f"cannot be read ({exc.strerror or exc})"
+        return None
 
-    kept = 0
+    skipped: dict[int, str] = {}
     chunk = 512
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for start in range(0, count, chunk):
-            batch = records[start : start + chunk]
-            for record, result in zip(batch, pool.map(decode, batch), strict=True):
-                if isinstance(result, str):
-                    name = _display_name(record.path, root)
-                    skipped.append((name, result))
-                    log.warning("%s: skipping '%s': %s", subject, name, result)
-                    continue
-                array[kept] = result.transpose(2, 0, 1)
-                labels[kept] = class_to_idx[record.label]
-                kept += 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(rows), chunk):
+            batch = rows[start : start + chunk]
+            for row, problem in zip(batch, pool.map(decode, batch), strict=True):
+                if problem is not None:
+                    skipped[row] = problem
+            progress.advance(len(batch))
+    return skipped
 
-    _check_bad_share(records, skipped, kept, subject, max_bad_fraction, class_to_idx, labels[:kept])
-    images = torch.from_numpy(array[:kept] if memory_mapped else np.ascontiguousarray(array[:kept]))
-    return DecodedImages(
-        images=images,
-        labels=torch.from_numpy(labels[:kept].copy()),
-        skipped=skipped,
-        memory_mapped=memory_mapped,
-    )
+
+def compact(array: np.ndarray, skipped_rows: Sequence[int]) -> int:
+    """Move the decoded rows down over the skipped ones, in order, in place; returns how many rows are kept.
+    One slice copy per run of kept rows, so that a few bad files in a large dataset cost a few copies."""
+    kept = 0
+    for start, end in _runs_between(skipped_rows, len(array)):
+        if start != kept:
+            array[kept : kept + end - start] = array[start:end]  # overlapping: numpy buffers it
+        kept += end - start
+    return kept
+
+
+def _runs_between(skipped_rows: Sequence[int], count: int) -> list[tuple[int, int]]:
+    runs, start = [], 0
+    for row in [*skipped_rows, count]:
+        if row > start:
+            runs.append((start, row))
+        start = row + 1
+    return runs
+
+
+def finish_decoded(
+    images: np.ndarray,
+    records: Sequence[ImageRecord],
+    class_to_idx: dict[str, int],
+    skipped: dict[int, str],
+    subject: str,
+    max_bad_fraction: float,
+    root: Path | None,
+) -> DecodedImages:
+    """The kept rows as tensors with their labels, once every unreadable file is named and counted."""
+    named = [(_display_name(records[row].path, root), why) for row, why in sorted(skipped.items())]
+    for name, why in named:
+        log.warning("%s: skipping '%s': %s", subject, name, why)
+    labels = np.array([class_to_idx[r.label] for i, r in enumerate(records) if i not in skipped], dtype=np.int64)
+    _check_bad_share(records, named, len(labels), subject, max_bad_fraction, class_to_idx, labels)
+    tensor = _as_tensor(images if isinstance(images, np.memmap) else np.ascontiguousarray(images))
+    return DecodedImages(images=tensor, labels=torch.from_numpy(labels), skipped=named)
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over the array, also over a read-only mapping (a node's shared cache): training only gathers
+    rows out of it (index_select copies), never writes, so torch's warning about those does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def _disk_backed_array(shape: tuple[int, ...], scratch: Path | None) -> np.ndarray:

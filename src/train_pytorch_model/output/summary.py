@@ -38,6 +38,8 @@ def dataset_summary(
             "modes": dict(survey.modes.most_common()),
             "headers_sampled": survey.sampled,
             "skipped": [{"file": f, "reason": r} for f, r in listing.skipped + decoded.skipped],
+            "cache": decoded.where,  # memory, disk, or one for the node's processes: shared memory or disk
+            "decode_seconds": round(decoded.decode_seconds, 3),
         }
 
     return {"classes": classes, "training": part(*train), "validation": part(*valid)}

@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from ..data.cache import usable_cores
 from ..errors import DistributedSetupError
 
 # A rank that dies leaves the others waiting in a collective; this bounds the wait (seconds).
@@ -48,6 +50,16 @@ class DistributedContext:
             dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
+    def gather_on_node(self, value: Any) -> list[Any]:
+        """Every value of this node's processes, by local rank (a collective: all ranks of all nodes call
+        it). torchrun numbers a node's ranks consecutively from rank - local_rank."""
+        if not self.enabled:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        first = self.rank - self.local_rank
+        return values[first : first + self.local_world_size]
+
     def broadcast_buffers(self, module: torch.nn.Module) -> None:
         """Give every rank the first rank's BatchNorm statistics, so that all of them validate (and the first
         one saves) the very same model."""
@@ -58,6 +70,11 @@ class DistributedContext:
     def shutdown(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def process_cores(local_world_size: int) -> int:
+    """This process's share of the cores it may run on, among the node's processes."""
+    return max(1, usable_cores() // max(1, local_world_size))
 
 
 def init_distributed() -> DistributedContext:
@@ -83,13 +100,14 @@ def init_distributed() -> DistributedContext:
             "Launch the processes with torchrun (or Azure ML's pytorch distribution).",
             subject="Distributed setup",
         ) from exc
+    # The node's processes would fight over its cores: each gets its share (torchrun's own default is one
+    # thread a process, too few for the work on the host between GPU steps and for training on a CPU).
+    torch.set_num_threads(process_cores(local_world_size))
     try:
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
             dist.init_process_group("nccl", timeout=timeout, device_id=torch.device("cuda", local_rank))
         else:
-            # Two processes on the same cores would fight over threads: share them out.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size))
             dist.init_process_group("gloo", timeout=timeout)
     except (RuntimeError, ValueError) as exc:  # DistStoreError (a timeout) is a RuntimeError
         raise DistributedSetupError(

@@ -68,6 +68,7 @@ def finish(run: TrainingRun) -> RunOutcome:
         seconds=time.perf_counter() - run.started,
         seconds_to_first_step=(state.first_step_at - run.started) if state.first_step_at else None,
     )
+    summary.update(prepared.decode_metrics())
     tracker.log_metrics(
         {
             "best_epoch": epochs.best_epoch,

@@ -66,7 +66,7 @@ def run(settings: Settings) -> RunOutcome:
     scratch = Path(tempfile.mkdtemp(prefix="train-pytorch-model-"))
     checkpoint: Checkpoint | None = None
     try:
-        prepared = prepare(settings, spec, scratch, context.world_size)
+        prepared = prepare(settings, spec, scratch, context)
         setup = set_up(settings, prepared, context)
         if context.is_main:
             check_output_space(output, setup.network)
@@ -107,6 +107,7 @@ def _tracked(run: TrainingRun) -> RunOutcome:
         if not state.resumed_from or tracker.run_id != state.resumed_run_id:  # a fresh run, or a resume into a new one
             tracker.log_params(run.setup.record.mlflow_params())
             tracker.log_dict(run.prepared.dataset_summary, "dataset_summary.json")
+            tracker.log_metrics(run.prepared.decode_metrics(), step=0)
         fit(run)
         if run.stopper.diverged:
             raise_diverged(run)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.cache import DecodedImages, decode_dataset, default_workers
+from ..data.node_cache import decode_on_node
 from ..data.survey import survey_images
 from ..errors import InvalidDatasetError, InvalidParameterError
 from ..formats.image_directory import LabeledImages, load_labeled_images
@@ -20,6 +21,7 @@ from ..formats.preprocessing import Preprocessing
 from ..model.loading import LoadedNetwork, load_for_training
 from ..output.summary import dataset_summary
 from ..settings import Settings
+from .distributed import DistributedContext
 from .image_input import choose_preprocessing
 
 log = logging.getLogger("train_pytorch_model")
@@ -42,8 +44,14 @@ class PreparedData:
     valid_data: DecodedImages
     dataset_summary: dict  # images per class, sizes and modes seen, skipped files (dataset_summary.json)
 
+    def decode_metrics(self) -> dict[str, float]:
+        """The decode of both datasets, the phase before the first step: in the summary and in MLflow."""
+        seconds = self.train_data.decode_seconds + self.valid_data.decode_seconds
+        images = len(self.train_set.records) + len(self.valid_set.records)
+        return {"decode_seconds": round(seconds, 3), "decode_images_per_second": round(images / max(seconds, 1e-9), 1)}
 
-def prepare(settings: Settings, spec: ModelSpec, scratch: Path, world_size: int) -> PreparedData:
+
+def prepare(settings: Settings, spec: ModelSpec, scratch: Path, context: DistributedContext) -> PreparedData:
     train_set = load_labeled_images(settings.training_dataset, TRAIN_SUBJECT, scratch)
     valid_set = load_labeled_images(settings.validation_dataset, VALID_SUBJECT, scratch)
     classes = check_classes(train_set, valid_set)
@@ -63,15 +71,11 @@ def prepare(settings: Settings, spec: ModelSpec, scratch: Path, world_size: int)
         len(valid_set.records),
     )
     class_to_idx = {name: index for index, name in enumerate(classes)}
-    workers = settings.num_workers or default_workers()
-    resizing = preprocessing.resizing()
     decoded = [
-        decode_dataset(
-            listed.records, class_to_idx, resizing, subject, workers=workers, scratch=scratch, root=listed.root
-        )  # fmt: skip
+        _decode(listed, subject, class_to_idx, preprocessing, settings, scratch, context)
         for listed, subject in ((train_set, TRAIN_SUBJECT), (valid_set, VALID_SUBJECT))
     ]
-    _check_batch_size(settings.batch_size, len(decoded[0]), world_size, readable=True)
+    _check_batch_size(settings.batch_size, len(decoded[0]), context.world_size, readable=True)
     return PreparedData(
         spec=spec,
         train_set=train_set,
@@ -85,6 +89,25 @@ def prepare(settings: Settings, spec: ModelSpec, scratch: Path, world_size: int)
             (train_set, decoded[0], train_survey), (valid_set, decoded[1], valid_survey), classes
         ),
     )
+
+
+def _decode(
+    listed: LabeledImages,
+    subject: str,
+    class_to_idx: dict[str, int],
+    preprocessing: Preprocessing,
+    settings: Settings,
+    scratch: Path,
+    context: DistributedContext,
+) -> DecodedImages:
+    """Alone, a cache of its own; with other processes on the node, one cache that they decode together."""
+    local_processes = context.local_world_size if context.enabled else 1
+    workers = settings.num_workers or default_workers(local_processes)
+    if local_processes > 1:
+        return decode_on_node(listed.records, class_to_idx, preprocessing.resizing(), subject, context,
+                              workers=workers, root=listed.root)  # fmt: skip
+    return decode_dataset(listed.records, class_to_idx, preprocessing.resizing(), subject, workers=workers,
+                          scratch=scratch, root=listed.root)  # fmt: skip
 
 
 def check_classes(train: LabeledImages, valid: LabeledImages) -> list[str]:
