@@ -2,6 +2,7 @@
 
     python pipelines/submit_pipeline.py --config pipelines/config.yaml            # submit
     python pipelines/submit_pipeline.py --config pipelines/config.example.yaml --dry-run
+    python pipelines/submit_pipeline.py --config pipelines/config.yaml --sweep       # sweep_pipeline.yaml's graph
 
 Why a script as well as the YAML: the SDK lets the workspace, the computes, the data and the GPU layout come
 from a config file or the command line (one file per environment, nothing edited in the pipeline), and
@@ -90,6 +91,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="YAML or JSON file with any of the settings below")
     parser.add_argument("--dry-run", action="store_true", help="build and validate offline, print, do not submit")
     parser.add_argument("--stream", action="store_true", help="after submitting, stream the job's log")
+    parser.add_argument("--sweep", action="store_true", help="sweep_pipeline.yaml's graph: a sweep over training")
     types: dict[str, Any] = {name: int for name in _INTEGERS}
     types.update({"learning_rate": float, "pretrained": _bool})
     for name in DEFAULTS:
@@ -212,6 +214,60 @@ def build_pipeline(settings: Mapping[str, Any]) -> Any:
     return job
 
 
+# The sweep of sweep_pipeline.yaml: the same search space, objective, policy and limits.
+SWEEP = {
+    "epochs": 15,
+    "patience": 5,
+    "learning_rate": (-9.21, -2.30),  # loguniform: e^-9.21 = 1e-4 to e^-2.30 = 0.1
+    "batch_size": [16, 32, 64],
+    "primary_metric": "valid_accuracy",  # logged by the trainer after every epoch
+    "limits": {"max_total_trials": 16, "max_concurrent_trials": 4, "timeout": 14400},
+}
+
+
+def build_sweep_pipeline(settings: Mapping[str, Any]) -> Any:
+    """The same graph as sweep_pipeline.yaml: init model, then a sweep whose trial is Train PyTorch Model."""
+    from azure.ai.ml import dsl, load_component
+    from azure.ai.ml.sweep import BanditPolicy, Choice, LogUniform
+
+    resnet = load_component(source=COMPONENTS["resnet"])
+    train_component = load_component(source=COMPONENTS["train"])
+
+    @dsl.pipeline(
+        name="train_pytorch_model_sweep",
+        display_name="Train PyTorch Model, learning rate and batch size swept",
+        default_compute=settings["default_compute"],
+    )
+    def image_classification_sweep(training_dataset, validation_dataset):
+        init_model = resnet(model_name=settings["model_name"], pretrained=settings["pretrained"])
+        trial = train_component(
+            untrained_model=init_model.outputs.untrained_model,
+            training_dataset=training_dataset,
+            validation_dataset=validation_dataset,
+            epochs=SWEEP["epochs"],
+            patience=SWEEP["patience"],
+            random_seed=settings["random_seed"],
+            learning_rate=LogUniform(*SWEEP["learning_rate"]),
+            batch_size=Choice(SWEEP["batch_size"]),
+        )
+        sweep = trial.sweep(
+            primary_metric=SWEEP["primary_metric"],
+            goal="maximize",
+            sampling_algorithm="random",
+            early_termination_policy=BanditPolicy(slack_factor=0.1, evaluation_interval=1, delay_evaluation=3),
+        )
+        sweep.compute = settings["train_compute"]
+        sweep.set_limits(**SWEEP["limits"])
+        return {"trained_model": sweep.outputs.trained_model}
+
+    job = image_classification_sweep(
+        training_dataset=_data_input(str(settings["training_images"])),
+        validation_dataset=_data_input(str(settings["validation_images"])),
+    )
+    job.experiment_name = f"{settings['experiment_name']}_sweep"
+    return job
+
+
 def validate_offline(job: Any, settings: Mapping[str, Any]) -> list[str]:
     """Errors found by azure-ai-ml without a workspace: each component, then the pipeline graph.
 
@@ -264,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = resolve_settings(args)
-        job = build_pipeline(settings)
+        job = build_sweep_pipeline(settings) if args.sweep else build_pipeline(settings)
     except (ValueError, OSError, yaml.YAMLError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -315,3 +315,19 @@ def cache_weights(torch_home: Path, architecture: str, seed: int = 1234) -> dict
     checkpoints.mkdir(parents=True, exist_ok=True)
     torch.save(state, checkpoints / os.path.basename(weights.url))
     return state
+
+
+@pytest.fixture
+def checkpoint_every_epoch(monkeypatch):
+    """Every epoch's checkpoint written, as on a disk that keeps up with the epochs. Otherwise an epoch whose
+    save finds the previous write still running is not saved, and which epochs a test finds on disk would
+    depend on the machine's speed."""
+    from train_pytorch_model.training import checkpoint
+
+    real_save = checkpoint.Checkpoint.save
+
+    def save_after_the_previous(self, *args, **kwargs):
+        self.wait()
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.Checkpoint, "save", save_after_the_previous)

@@ -568,7 +568,7 @@ def test_an_output_disk_too_small_is_refused_before_training(tmp_path, digits, u
 
 
 def test_a_disk_filling_up_while_checkpointing_keeps_the_last_checkpoint(
-    tmp_path, capsys, digits, untrained_resnet18, small_disk, monkeypatch
+    tmp_path, capsys, digits, untrained_resnet18, small_disk, monkeypatch, checkpoint_every_epoch
 ):
     from train_pytorch_model.training import fit
 
@@ -601,7 +601,7 @@ def test_a_disk_filling_up_while_checkpointing_keeps_the_last_checkpoint(
 
 
 def test_a_disk_filling_up_while_writing_the_model_leaves_nothing_that_looks_valid(
-    tmp_path, capsys, digits, untrained_resnet18, small_disk, monkeypatch
+    tmp_path, capsys, digits, untrained_resnet18, small_disk, monkeypatch, checkpoint_every_epoch
 ):
     from train_pytorch_model.training import finish
 
@@ -630,7 +630,9 @@ def test_a_disk_filling_up_while_writing_the_model_leaves_nothing_that_looks_val
     assert json.loads((output / "training_summary.json").read_text(encoding="utf-8"))["resumed_from_epoch"] == 2
 
 
-def test_a_full_disk_anywhere_else_is_the_same_clear_error(tmp_path, capsys, digits, untrained_resnet18, monkeypatch):
+def test_a_full_disk_anywhere_else_is_the_same_clear_error(
+    tmp_path, capsys, digits, untrained_resnet18, monkeypatch, checkpoint_every_epoch
+):
     """Fault injection, on any machine: torch.save's own failure on a full disk (a RuntimeError, not an
     OSError) while checkpointing ends as the disk error, with the checkpoint before it kept."""
     from train_pytorch_model.training import checkpoint
@@ -638,14 +640,15 @@ def test_a_full_disk_anywhere_else_is_the_same_clear_error(tmp_path, capsys, dig
     real_save = checkpoint.torch.save
     calls = []
 
-    def full_on_the_second_save(obj, path, *args, **kwargs):
-        calls.append(path)
-        if len(calls) == 2:
-            Path(path).write_bytes(b"partial")
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+    def full_on_the_second_checkpoint(obj, path, *args, **kwargs):
+        if str(path).endswith(".partial"):  # a checkpoint's write, not the model's
+            calls.append(path)
+            if len(calls) == 2:
+                Path(path).write_bytes(b"partial")
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
         return real_save(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint.torch, "save", full_on_the_second_save)
+    monkeypatch.setattr(checkpoint.torch, "save", full_on_the_second_checkpoint)
     train, valid = digits
     output = tmp_path / "out"
     code, err = run_main(capsys, untrained_resnet18, train, valid, output, "--epochs", "3")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -169,6 +170,18 @@ def test_pyfunc_takes_base64_strings_and_data_uris(component_run):
     np.testing.assert_allclose(by_text.filter(like="Scored Probabilities").sum(axis=1), 1.0, rtol=1e-6)
 
 
+def test_the_metrics_a_sweep_names_are_the_ones_the_run_logged(component_run):
+    """pipelines/sweep_pipeline.yaml's objective, and every metric its description offers, exactly as logged."""
+    _, env, _, _ = component_run
+    _, runs = runs_of(env)
+    logged = set(runs[0].data.metrics)
+    sweep = yaml.safe_load((REPO_ROOT / "pipelines" / "sweep_pipeline.yaml").read_text(encoding="utf-8"))
+    assert sweep["jobs"]["sweep"]["objective"]["primary_metric"] in logged
+    listed = sweep["description"].split("exactly as logged:")[1]
+    offered = set(re.findall(r"\b(?:train|valid|best_valid)_[a-z0-9_]+", listed))
+    assert len(offered) == 7 and offered <= logged, offered - logged
+
+
 def test_checkpoint_is_neither_left_nor_uploaded(component_run):
     output, env, _, _ = component_run
     assert not (output / ".checkpoint").exists()
@@ -176,6 +189,9 @@ def test_checkpoint_is_neither_left_nor_uploaded(component_run):
     uploaded = [item.path for item in client.list_artifacts(runs[0].info.run_id, "trained_model")]
     assert "trained_model/MLmodel" in uploaded and "trained_model/model" in uploaded
     assert not any(".checkpoint" in path for path in uploaded), uploaded
+    # Epochs not checkpointed (the previous write still running) are named; epoch 1 always is checkpointed.
+    skipped = json.loads((output / "training_summary.json").read_text())["epochs_not_checkpointed"]
+    assert isinstance(skipped, list) and set(skipped) <= {2, 3, 4}
 
 
 def test_mlflow_pytorch_flavor_loads(component_run):

@@ -2,22 +2,29 @@
 
 `mlflow.pytorch.load_model` gives the network; `mlflow.pyfunc.load_model` gives a model that takes images
 (file paths, bytes or base64 strings, a DataFrame with an 'image' column) and returns the designer's scoring
-columns: one probability per class and the predicted label.
+columns: one probability per class and the predicted label. Its signature (an 'image' string column in; the
+probabilities and the label out) and an input example (one base64 PNG) let `mlflow models serve` and a managed
+online endpoint take every payload they know: dataframe_split, dataframe_records, inputs and instances.
 
 save_model is used, never log_model (it fails on Azure ML with MLflow 3); the folder is logged as artifacts.
 """
 
 from __future__ import annotations
 
+import base64
 import inspect
+import io
 import logging
 import shutil
 import tempfile
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
-from mlflow.models import Model
+from mlflow.models import Model, ModelSignature
+from mlflow.types import ColSpec, Schema
+from PIL import Image
 from torch import nn
 
 from ..formats.preprocessing import PREPROCESSING_FILE, Preprocessing
@@ -57,6 +64,8 @@ def save_mlflow_model(model: nn.Module, preprocessing: Preprocessing, destinatio
             str(target),
             code_paths=[str(code)],
             pip_requirements=_requirements(),
+            signature=_signature(preprocessing),
+            input_example=pd.DataFrame({"image": [_example_image(preprocessing)]}),
             **options,
         )
         preprocessing.save(target / "data" / PREPROCESSING_FILE)
@@ -69,6 +78,23 @@ def save_mlflow_model(model: nn.Module, preprocessing: Preprocessing, destinatio
             if final.exists():
                 shutil.rmtree(final) if final.is_dir() else final.unlink()
             shutil.move(str(entry), final)
+
+
+def _signature(preprocessing: Preprocessing) -> ModelSignature:
+    outputs = [ColSpec("double", column) for column in probability_columns(preprocessing.classes)]
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        outputs=Schema([*outputs, ColSpec("string", "Scored Labels")]),
+    )
+
+
+def _example_image(preprocessing: Preprocessing) -> str:
+    """One image as a caller sends it: a PNG at the model's size, base64-encoded (mid-grey: the example shows
+    the payload's form; the model's own images stay out of the folder)."""
+    height, width = preprocessing.image_size
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _requirements() -> list[str]:
@@ -90,6 +116,10 @@ class ImageClassifier:
         self.model = model.eval()
         self.preprocessing = preprocessing
 
+    def get_raw_model(self) -> ImageClassifier:
+        """Past the signature's string column: scorer.get_raw_model().predict(pixels) takes H x W x 3 arrays."""
+        return self
+
     def predict(self, model_input, params=None) -> pd.DataFrame:  # noqa: ARG002 - pyfunc signature
         images = _images_from(model_input)
         probabilities = predict_probabilities(self.model, images, self.preprocessing)
@@ -100,6 +130,11 @@ class ImageClassifier:
 
 
 def _images_from(model_input) -> list:
+    """The images of any input pyfunc and the scoring server pass: a DataFrame (its 'image' column, or its
+    first), a Series, a dict of columns, a list, a 1-D array of strings or bytes (the server's reading of
+    {"instances": [...]} and {"inputs": [...]}), or one image."""
+    if isinstance(model_input, np.ndarray) and model_input.dtype.kind in "USO" and model_input.ndim == 1:
+        return list(model_input)
     if isinstance(model_input, pd.DataFrame):
         column = "image" if "image" in model_input.columns else model_input.columns[0]
         return list(model_input[column])

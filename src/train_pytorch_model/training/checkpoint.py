@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..disk_space import disk_full_reported
+from ..errors import ComponentError
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class Checkpoint:
         self.writer = writer  # every rank takes the same decisions; only the first one writes
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
+        self.skipped: list[int] = []  # epochs not saved because a write was still running
 
     def save(
         self,
@@ -139,11 +141,19 @@ class Checkpoint:
         state: FitState,
         mlflow_run_id: str | None,
         best_is_current: bool = False,
-    ) -> None:
+    ) -> bool:
         """Copy the state now; write it in the background (wait() or remove() make sure it is on disk).
-        best_is_current: this epoch is the best so far, so its best weights are the model's: stored once."""
+        best_is_current: this epoch is the best so far, so its best weights are the model's: stored once.
+
+        While the previous epoch's write is still running (a large model whose epochs are shorter than its
+        checkpoint's write), this epoch is not saved: waiting would stall training every epoch, and a resume
+        then starts from the checkpoint being written, one epoch earlier. Returns whether it was saved."""
         if not self.writer:
-            return
+            return False
+        if self._pending is not None and not self._pending.done():
+            self.skipped.append(epoch)
+            log.debug("Epoch %d not checkpointed: the checkpoint of an earlier epoch is still being written.", epoch)
+            return False
         self.wait()
         snapshot = {
             "fingerprint": self.fingerprint,
@@ -161,6 +171,7 @@ class Checkpoint:
                 max_workers=1, thread_name_prefix="checkpoint", initializer=_yield_to_training
             )
         self._pending = self._executor.submit(save_checkpoint, self.folder, snapshot)
+        return True
 
     def wait(self) -> None:
         """Until the last save is on disk; its error, if the write failed, is raised here."""
@@ -190,8 +201,12 @@ class Checkpoint:
         )
 
     def remove(self) -> None:
-        """The run is over: no write may land after this, and the folder goes."""
-        self.close()
+        """The run is over and its output written: no write may land after this, and the folder goes. A write
+        still in flight that fails no longer matters (the checkpoint was obsolete): it does not fail the job."""
+        try:
+            self.close()
+        except (OSError, RuntimeError, ComponentError) as error:
+            log.debug("The last checkpoint's write failed after the output was written (%s); it is removed.", error)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def close(self) -> None:

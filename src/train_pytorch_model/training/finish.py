@@ -69,6 +69,7 @@ def finish(run: TrainingRun) -> RunOutcome:
         seconds_to_first_step=(state.first_step_at - run.started) if state.first_step_at else None,
     )
     summary.update(prepared.decode_metrics())
+    summary["epochs_not_checkpointed"] = run.checkpoint.skipped  # while an earlier checkpoint was still written
     tracker.log_metrics(
         {
             "best_epoch": epochs.best_epoch,
