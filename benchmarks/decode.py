@@ -49,10 +49,10 @@ def _process(rank: int, processes: int, init_file: str, records: list, size: int
     import torch
     import torch.distributed as dist
 
-    from train_pytorch_model.data.cache import decode_dataset, default_workers
+    from train_pytorch_model.data.cache import decode_dataset, process_cores
     from train_pytorch_model.data.images import Resize
     from train_pytorch_model.data.node_cache import decode_on_node
-    from train_pytorch_model.training.distributed import DistributedContext, process_cores
+    from train_pytorch_model.training.distributed import DistributedContext
 
     torch.set_num_threads(process_cores(processes))
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=processes,
@@ -60,7 +60,7 @@ def _process(rank: int, processes: int, init_file: str, records: list, size: int
     node = DistributedContext(processes, rank, rank, processes)
     node.barrier()
     started = time.perf_counter()
-    workers, classes, resize = default_workers(processes), {"0": 0, "1": 1}, Resize((size, size))
+    workers, classes, resize = process_cores(processes), {"0": 0, "1": 1}, Resize((size, size))
     if shared:
         decode_on_node(records, classes, resize, "Benchmark", node, workers=workers)
     else:
@@ -80,11 +80,11 @@ def timed_processes(records: list, processes: int, size: int, shared: bool, work
 
 
 def timed_alone(records: list, size: int) -> float:
-    from train_pytorch_model.data.cache import decode_dataset, default_workers
+    from train_pytorch_model.data.cache import decode_dataset, process_cores
     from train_pytorch_model.data.images import Resize
 
     started = time.perf_counter()
-    decode_dataset(records, {"0": 0, "1": 1}, Resize((size, size)), "Benchmark", workers=default_workers())
+    decode_dataset(records, {"0": 0, "1": 1}, Resize((size, size)), "Benchmark", workers=process_cores())
     return time.perf_counter() - started
 
 

@@ -160,6 +160,7 @@ class CeilingProbe:
         from train_pytorch_model.host_memory import keep_freed_memory
         from train_pytorch_model.model.loading import load_for_training
         from train_pytorch_model.training.device import Precision
+        from train_pytorch_model.training.epoch import training_step
         from train_pytorch_model.training.image_input import network_size
         from train_pytorch_model.training.loss import TrainingLoss
         from train_pytorch_model.training.optimizer import make_optimizer
@@ -191,13 +192,7 @@ class CeilingProbe:
         valid_images, _ = batch(self.valid_batch_size)
 
         def train_step() -> None:
-            with precision.autocast():
-                outputs = model(train_images)
-            loss, _ = loss_fn(outputs, train_targets)
-            optimizer.zero_grad(set_to_none=True)
-            precision.scaler.scale(loss).backward()
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
+            training_step(model, train_images, train_targets, optimizer, precision, loss_fn)
 
         def valid_step() -> None:
             with torch.inference_mode(), precision.autocast():

@@ -6,6 +6,7 @@ Vision Transformer's position embeddings moved to another size."""
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,7 @@ def assert_reloads_alike(trained: nn.Module, architecture: str, side: int, folde
     images = torch.randn(2, 3, side, side)
     with torch.inference_mode():
         torch.testing.assert_close(loaded.eval()(images), trained.eval()(images), atol=1e-5, rtol=0)
+    shutil.rmtree(folder)  # up to 0.5 GB a network, 64 networks: not kept among pytest's last runs
 
 
 @pytest.mark.parametrize("architecture", ["googlenet", "inception_v3", "squeezenet1_1", "maxvit_t"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,22 +37,22 @@ class DecodedImages:
     images: torch.Tensor  # uint8, N x 3 x H x W
     labels: torch.Tensor  # int64, N
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    memory_mapped: bool = False
     decode_seconds: float = 0.0  # the wall time of the decode (a node's processes together: the slowest's)
     where: str = "memory"  # memory, disk (memory-mapped), or a node's shared memory or disk
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def memory_mapped(self) -> bool:
+        return self.where != "memory"
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which container limits set), not the machine's."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
-
-def default_workers(local_processes: int = 1) -> int:
-    """Decoding threads: the process's share of its cores among the node's processes that decode with it."""
-    return max(1, usable_cores() // max(1, local_processes))
+def process_cores(local_processes: int = 1) -> int:
+    """This process's share of the cores it may run on (its CPU affinity, which container limits set, not the
+    machine's count), among the node's processes: for its torch threads and its decoding threads."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, usable // max(1, local_processes))
 
 
 def memory_budget_bytes(fraction: float = 0.5) -> int:
@@ -81,7 +82,7 @@ def decode_dataset(
     """Decode every record once into a uint8 N x 3 x H x W tensor, resized as resize says (a (height, width)
     alone: stretched to it); unreadable files are skipped and named. One process alone; node_cache.py builds
     one cache for all the processes of a node."""
-    resize = resize if isinstance(resize, Resize) else Resize(tuple(resize))
+    resize = Resize.of(resize)
     shape = (len(records), 3, *resize.size)
     nbytes = int(np.prod(shape))
     budget = memory_budget_bytes() if memory_budget is None else memory_budget
@@ -92,10 +93,9 @@ def decode_dataset(
     else:
         array = np.empty(shape, dtype=np.uint8)
     progress = DecodeProgress(subject, len(records))
-    skipped = decode_rows(array, records, range(len(records)), resize, workers or default_workers(), progress)
+    skipped = decode_rows(array, records, range(len(records)), resize, workers or process_cores(), progress)
     kept = compact(array, sorted(skipped))
     decoded = finish_decoded(array[:kept], records, class_to_idx, skipped, subject, max_bad_fraction, root)
-    decoded.memory_mapped = memory_mapped
     decoded.where = "disk" if memory_mapped else "memory"
     decoded.decode_seconds = progress.finish()
     return decoded
@@ -181,24 +181,34 @@ def _as_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def _disk_backed_array(shape: tuple[int, ...], scratch: Path | None) -> np.ndarray:
-    """A uint8 array on the scratch disk, its blocks reserved up front: a memory-mapped file whose disk fills up
-    kills the process (SIGBUS) at the first page that cannot be stored, while a reservation that cannot be made
-    is an error the job can report."""
+    """A uint8 array on the scratch disk, its blocks reserved (see create_reserved_file)."""
     folder = Path(scratch) if scratch is not None else Path(tempfile.gettempdir())
-    nbytes = int(np.prod(shape))
     what = "the decoded images' cache (larger than the memory budget, so kept on disk)"
-    require_free_space(folder, nbytes, what)
-    descriptor, name = tempfile.mkstemp(prefix="decoded-", suffix=".u8", dir=folder)
+    path = create_reserved_file(folder / f"decoded-{uuid.uuid4().hex[:12]}.u8", int(np.prod(shape)), what)
     try:
-        with disk_full_reported(folder, what, needed=nbytes):
-            if hasattr(os, "posix_fallocate"):
+        return np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
+    finally:
+        path.unlink()  # the mapping stays valid; the file disappears with the process
+
+
+def create_reserved_file(path: Path, nbytes: int, what: str) -> Path:
+    """A new file of nbytes with its blocks reserved up front: a memory-mapped file whose disk (or /dev/shm)
+    fills up kills the process (SIGBUS) at the first page that cannot be stored, while a reservation that
+    cannot be made is an error the job can report. Nothing is left behind when it cannot be made."""
+    require_free_space(path.parent, nbytes, what)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with disk_full_reported(path.parent, what, needed=nbytes):
+            if hasattr(os, "posix_fallocate") and nbytes:
                 os.posix_fallocate(descriptor, 0, nbytes)
             else:
                 os.ftruncate(descriptor, nbytes)
-        return np.memmap(name, dtype=np.uint8, mode="r+", shape=shape)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     finally:
         os.close(descriptor)
-        os.unlink(name)  # the mapping stays valid; the file disappears with the process
+    return path
 
 
 def _display_name(path: Path, root: Path | None) -> str:

@@ -146,6 +146,11 @@ class Resize:
     fit: str = "stretch"
     crop_ratio: float = 1.0
 
+    @classmethod
+    def of(cls, resize: Resize | tuple[int, int] | None) -> Resize:
+        """A Resize as given, or a (height, width) to stretch to (None: every image at its own size)."""
+        return resize if isinstance(resize, Resize) else cls(tuple(resize) if resize is not None else None)
+
     def apply(self, image: Image.Image) -> Image.Image:
         if self.size is None:
             return image
@@ -168,8 +173,7 @@ INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resamp
 def decode_image(source: Path | bytes, resize: Resize | tuple[int, int] | None = None) -> np.ndarray:
     """Decode, rotate per EXIF, convert to RGB and resize (a Resize, or a (height, width) to stretch to): a
     HxWx3 uint8 array."""
-    if not isinstance(resize, Resize):
-        resize = Resize(tuple(resize) if resize is not None else None)
+    resize = Resize.of(resize)
     image = _open(source)
     try:
         with image:

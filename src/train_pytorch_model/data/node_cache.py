@@ -28,13 +28,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..disk_space import disk_full_reported, free_bytes, require_free_space
+from ..disk_space import free_bytes
 from ..errors import ComponentError
 from ..formats.image_directory import ImageRecord
 from .cache import (
     MAX_BAD_FRACTION,
     DecodedImages,
     compact,
+    create_reserved_file,
     decode_dataset,
     decode_rows,
     finish_decoded,
@@ -77,11 +78,10 @@ def decode_on_node(
     shape = (len(records), 3, *resize.size)
     created = _create_on_first(node, shape, memory_budget, disk_folder, subject)
     path, where = _agree(node, created)
-    share = f" (this process's share of {len(records)}, decoded by {node.local_world_size} processes)"
-    progress = DecodeProgress(subject, len(range(node.local_rank, len(records), node.local_world_size)),
-                              enabled=node.local_rank == 0, share=share)  # fmt: skip
-    writable = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
     rows = range(node.local_rank, len(records), node.local_world_size)
+    share = f" (this process's share of {len(records)}, decoded by {node.local_world_size} processes)"
+    progress = DecodeProgress(subject, len(rows), enabled=node.local_rank == 0, share=share)
+    writable = np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
     mine = decode_rows(writable, records, rows, resize, workers, progress)
     skipped = {row: why for part in node.gather_on_node(mine) for row, why in part.items()}
     kept = compact(writable, sorted(skipped)) if node.local_rank == 0 else len(records) - len(skipped)
@@ -93,7 +93,7 @@ def decode_on_node(
     if node.local_rank == 0:
         path.unlink(missing_ok=True)
     decoded = finish_decoded(images, records, class_to_idx, skipped, subject, max_bad_fraction, root)
-    decoded.memory_mapped, decoded.where = True, where
+    decoded.where = where
     seconds = max(node.gather_on_node(progress.finish()))  # the node's decode ends with its slowest process
     decoded.decode_seconds = seconds
     return decoded
@@ -115,31 +115,12 @@ def _create_on_first(
     where = "shared memory" if in_memory else "disk, shared"
     log.info("%s: one cache of %.2f GB for the node's %d processes, in %s.", subject, nbytes / 1e9,
              node.local_world_size, "shared memory" if in_memory else f"'{folder}' (memory-mapped)")  # fmt: skip
+    path = folder / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.u8"
     try:
-        return str(_create(folder, nbytes)), where
+        create_reserved_file(path, nbytes, "the decoded images' cache shared by the node's processes")
     except ComponentError as error:
         return type(error).__name__, error.what, error.how_to_fix, error.subject
-
-
-def _create(folder: Path, nbytes: int) -> Path:
-    what = "the decoded images' cache shared by the node's processes"
-    require_free_space(folder, nbytes, what)
-    path = folder / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.u8"
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        # Its blocks reserved up front: a mapping whose disk (or /dev/shm) fills up kills the process at the
-        # first page that cannot be stored, while a reservation that fails is an error the job reports.
-        with disk_full_reported(folder, what, needed=nbytes):
-            if hasattr(os, "posix_fallocate") and nbytes:
-                os.posix_fallocate(descriptor, 0, nbytes)
-            else:
-                os.ftruncate(descriptor, nbytes)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(descriptor)
-    return path
+    return str(path), where
 
 
 def _agree(node: NodeProcesses, created: Any) -> tuple[Path, str]:

@@ -21,8 +21,7 @@ def image_to_array(item: object, resize: Resize | tuple[int, int]) -> np.ndarray
     resized as training resized it."""
     from PIL import Image
 
-    if not isinstance(resize, Resize):
-        resize = Resize(tuple(resize))
+    resize = Resize.of(resize)
     if isinstance(item, Image.Image):
         return np.asarray(resize.apply(to_rgb(item)), dtype=np.uint8)
     if isinstance(item, np.ndarray):

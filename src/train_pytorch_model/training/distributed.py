@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..data.cache import usable_cores
+from ..data.cache import process_cores
 from ..errors import DistributedSetupError
 
 # A rank that dies leaves the others waiting in a collective; this bounds the wait (seconds).
@@ -70,11 +70,6 @@ class DistributedContext:
     def shutdown(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def process_cores(local_world_size: int) -> int:
-    """This process's share of the cores it may run on, among the node's processes."""
-    return max(1, usable_cores() // max(1, local_world_size))
 
 
 def init_distributed() -> DistributedContext:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.cache import DecodedImages, decode_dataset, default_workers
+from ..data.cache import DecodedImages, decode_dataset, process_cores
 from ..data.node_cache import decode_on_node
 from ..data.survey import survey_images
 from ..errors import InvalidDatasetError, InvalidParameterError
@@ -102,7 +102,7 @@ def _decode(
 ) -> DecodedImages:
     """Alone, a cache of its own; with other processes on the node, one cache that they decode together."""
     local_processes = context.local_world_size if context.enabled else 1
-    workers = settings.num_workers or default_workers(local_processes)
+    workers = settings.num_workers or process_cores(local_processes)
     if local_processes > 1:
         return decode_on_node(listed.records, class_to_idx, preprocessing.resizing(), subject, context,
                               workers=workers, root=listed.root)  # fmt: skip
