@@ -115,6 +115,42 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 2) ->
     return root
 
 
+# Data Labeling's export: JSON lines with the image column converted to streams, which mltable opens.
+DATA_LABELING_MLTABLE = """\
+paths:
+  - file: ./{jsonl}
+transformations:
+  - read_json_lines:
+      encoding: utf8
+      invalid_lines: error
+      include_path_column: false
+  - convert_column_types:
+      - columns: image_url
+        column_type: stream_info
+type: mltable
+"""
+
+
+def write_mltable(folder: Path, lines: list[dict], jsonl: str = "annotations.jsonl", definition: str | None = None):
+    """An MLTable folder over JSON lines in AutoML's image-classification schema (Data Labeling's by default)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / jsonl, "w", encoding="utf-8") as stream:
+        stream.writelines(json.dumps(line) + "\n" for line in lines)
+    (folder / "MLTable").write_text((definition or DATA_LABELING_MLTABLE).format(jsonl=jsonl), encoding="utf-8")
+    return folder
+
+
+def labeling_lines(image_folder: Path, url=lambda path: path.as_posix()) -> list[dict]:
+    """One Data Labeling line per image of an ImageFolder tree (its folder names as labels)."""
+    lines = []
+    for path in sorted(image_folder.rglob("*.png")):
+        with Image.open(path) as image:
+            width, height = image.size
+        details = {"format": "png", "width": f"{width}px", "height": f"{height}px"}
+        lines.append({"image_url": url(path), "image_details": details, "label": path.parent.name})
+    return lines
+
+
 def exif_jpeg(path: Path, orientation: int) -> Path:
     """A 4x2 JPEG, left half red and right half blue, with the given EXIF orientation."""
     image = Image.new("RGB", (4, 2), (0, 0, 255))
@@ -248,6 +284,7 @@ def hyperparameters(**changes) -> Hyperparameters:
         "nesterov": NESTEROV,
         "weight_decay": WEIGHT_DECAY,
         "lr_schedule": SCHEDULE_NAME,
+        "validation_fraction": None,
     }
     return Hyperparameters(**{**values, **changes})
 

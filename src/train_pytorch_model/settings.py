@@ -29,6 +29,13 @@ DESIGNER_PARAMETERS: dict[str, tuple[str, int | None]] = {
     "patience": ("3", 1),
 }
 MIN_IMAGE_SIZE = 16
+# AutoML for images' default share of the training data held out when no validation dataset is given.
+DEFAULT_VALIDATION_FRACTION = 0.2
+# A held-out share must leave most images to train on and give validation more than a token few.
+VALIDATION_FRACTION_RANGE = (0.01, 0.9)
+# The dataset error policy: unusable entries (undecodable files, MLTable lines without a label or an image) are
+# skipped and named, up to this share of a dataset; past it the dataset is refused.
+MAX_BAD_FRACTION = 0.1
 MIN_WORKERS = 0
 
 
@@ -38,7 +45,7 @@ class Settings:
 
     untrained_model: Path
     training_dataset: Path
-    validation_dataset: Path
+    validation_dataset: Path | None  # None: validation_fraction of the training set is held out instead
     trained_model: Path
     epochs: int
     batch_size: int
@@ -48,15 +55,17 @@ class Settings:
     image_size: int | None = None
     num_workers: int | None = None
     max_image_size: int = DEFAULT_MAX_SIZE
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
 
     @property
     def inputs(self) -> dict[str, Path]:
         """The input folders by their component names (which the output must never overlap)."""
-        return {
+        given = {
             "untrained_model": self.untrained_model,
             "training_dataset": self.training_dataset,
             "validation_dataset": self.validation_dataset,
         }
+        return {name: path for name, path in given.items() if path is not None}
 
 
 def _text(value: object) -> str:
@@ -122,6 +131,24 @@ def parse_bool(name: str, value: object) -> bool:
     )
 
 
+def parse_validation_fraction(value: object) -> float:
+    text = _text(value)
+    low, high = VALIDATION_FRACTION_RANGE
+    try:
+        number = float(text)
+    except ValueError:
+        number = math.nan
+    if not low <= number <= high:  # NaN fails both
+        raise InvalidParameterError(
+            f"'{text}' is out of range: the share of the training images held out for validation must be a "
+            f"number from {low} to {high}.",
+            f"Set validation_fraction between {low} and {high} (0.2 holds out a fifth), or connect a validation "
+            "dataset.",
+            subject="Parameter validation_fraction",
+        )
+    return number
+
+
 def path_argument(text: str) -> Path:
     """A folder given on the command line. Empty text (an unset variable in a script) would silently mean the
     current folder, so it is refused."""
@@ -136,7 +163,7 @@ def settings_from_arguments(args: argparse.Namespace) -> Settings:
     return Settings(
         untrained_model=Path(args.untrained_model),
         training_dataset=Path(args.training_dataset),
-        validation_dataset=Path(args.validation_dataset),
+        validation_dataset=Path(args.validation_dataset) if args.validation_dataset is not None else None,
         trained_model=Path(args.trained_model),
         epochs=parse_int("epochs", args.epochs, minimum["epochs"]),
         batch_size=parse_int("batch_size", args.batch_size, minimum["batch_size"]),
@@ -146,4 +173,5 @@ def settings_from_arguments(args: argparse.Namespace) -> Settings:
         image_size=parse_optional_int("image_size", args.image_size, MIN_IMAGE_SIZE),
         num_workers=parse_optional_int("num_workers", args.num_workers, MIN_WORKERS),
         max_image_size=parse_int("max_image_size", args.max_image_size, MIN_IMAGE_SIZE),
+        validation_fraction=parse_validation_fraction(args.validation_fraction),
     )

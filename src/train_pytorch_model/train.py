@@ -1,6 +1,6 @@
 """Train PyTorch Model: the component's entry point.
 
-    python -m train_pytorch_model.train --untrained-model DIR --training-dataset DIR --validation-dataset DIR \
+    python -m train_pytorch_model.train --untrained-model DIR --training-dataset DIR [--validation-dataset DIR] \
         --trained-model DIR [--epochs 5 --batch-size 16 --learning-rate 0.001 --random-seed 1 --patience 3]
 
 Parameters are checked before torch and MLflow are even imported, so a mistake is reported in a moment.
@@ -12,7 +12,14 @@ import argparse
 import sys
 
 from .cli import run_cli
-from .settings import DEFAULT_MAX_SIZE, DESIGNER_PARAMETERS, Settings, path_argument, settings_from_arguments
+from .settings import (
+    DEFAULT_MAX_SIZE,
+    DEFAULT_VALIDATION_FRACTION,
+    DESIGNER_PARAMETERS,
+    Settings,
+    path_argument,
+    settings_from_arguments,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -24,10 +31,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         help="UntrainedModelDirectory (DenseNet, ResNet or Init Image Model)",
     )
     parser.add_argument(
-        "--training-dataset", required=True, type=path_argument, help="labelled ImageDirectory or ImageFolder tree"
+        "--training-dataset", required=True, type=path_argument, help="labelled ImageDirectory, ImageFolder or MLTable"
     )
     parser.add_argument(
-        "--validation-dataset", required=True, type=path_argument, help="labelled ImageDirectory or ImageFolder tree"
+        "--validation-dataset",
+        type=path_argument,
+        help="labelled ImageDirectory, ImageFolder tree or MLTable; default: a share of the training set",
     )
     parser.add_argument("--trained-model", required=True, type=path_argument, help="output ModelDirectory")
     for name, (default, _) in DESIGNER_PARAMETERS.items():
@@ -35,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser.add_argument("--image-size", default=None, help="side length; default: from the training images")
     parser.add_argument("--max-image-size", default=str(DEFAULT_MAX_SIZE), help="cap on the side chosen from the data")
     parser.add_argument("--num-workers", default=None, help="decoding threads; default: the cores available")
+    parser.add_argument(
+        "--validation-fraction",
+        default=str(DEFAULT_VALIDATION_FRACTION),
+        help="share of the training set held out for validation when no validation dataset is given",
+    )
     return settings_from_arguments(parser.parse_args(argv))
 
 

@@ -39,7 +39,10 @@ PARAMETERS: dict[str, tuple[str, Any, Any, bool]] = {
     "patience": ("integer", 3, 1, False),
     "image_size": ("integer", None, 16, True),
     "num_workers": ("integer", None, 0, True),
+    "validation_fraction": ("number", 0.2, 0.01, False),
 }
+# The designer's validation input, optional here: without it a share of the training set is held out.
+OPTIONAL_DATA_INPUTS = ("validation_dataset",)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +70,7 @@ def test_identity(component: Any) -> None:
         assert error in component.description
 
 
-def test_inputs_are_exactly_the_designer_ones_plus_two_optional_extras(component: Any) -> None:
+def test_inputs_are_exactly_the_designer_ones_plus_the_extras(component: Any) -> None:
     assert list(component.inputs) == [*DATA_INPUTS, *PARAMETERS]
 
 
@@ -76,7 +79,7 @@ def test_data_inputs(component: Any, name: str) -> None:
     port = component.inputs[name]
     assert port.type == "uri_folder"
     # azure-ai-ml leaves `optional` as None, not False, when the YAML does not set it.
-    assert not port.optional
+    assert bool(port.optional) is (name in OPTIONAL_DATA_INPUTS)
     assert port.description
 
 
@@ -118,7 +121,7 @@ def test_command(component: Any) -> None:
         "python -m train_pytorch_model.train"
         " --untrained-model ${{inputs.untrained_model}}"
         " --training-dataset ${{inputs.training_dataset}}"
-        " --validation-dataset ${{inputs.validation_dataset}}"
+        " $[[--validation-dataset ${{inputs.validation_dataset}}]]"
         " --epochs ${{inputs.epochs}}"
         " --batch-size ${{inputs.batch_size}}"
         " --learning-rate ${{inputs.learning_rate}}"
@@ -126,6 +129,7 @@ def test_command(component: Any) -> None:
         " --patience ${{inputs.patience}}"
         " $[[--image-size ${{inputs.image_size}}]]"
         " $[[--num-workers ${{inputs.num_workers}}]]"
+        " --validation-fraction ${{inputs.validation_fraction}}"
         " --trained-model ${{outputs.trained_model}}"
     )
     assert " ".join(component.command.split()) == expected
@@ -218,5 +222,5 @@ def test_rendered_command_with_defaults() -> None:
     assert command == (
         "python -m train_pytorch_model.train --untrained-model /mnt/model --training-dataset /mnt/train"
         " --validation-dataset /mnt/val --epochs 5 --batch-size 16 --learning-rate 0.001 --random-seed 1"
-        " --patience 3 --trained-model /mnt/out"
+        " --patience 3 --validation-fraction 0.2 --trained-model /mnt/out"
     )

@@ -194,6 +194,59 @@ def test_checkpoint_is_neither_left_nor_uploaded(component_run):
     assert isinstance(skipped, list) and set(skipped) <= {2, 3, 4}
 
 
+def test_onnx_model_scores_like_the_mlflow_model(component_run):
+    """model.onnx and labels.json beside the MLflow model: onnxruntime's probabilities on the real validation
+    images are the pyfunc model's, within 1e-4."""
+    from output.test_onnx_export import onnx_probabilities
+
+    from train_pytorch_model.formats.preprocessing import Preprocessing
+
+    output, _, _, valid = component_run
+    files = sorted(valid.rglob("*.png"))
+    summary = json.loads((output / "training_summary.json").read_text())["onnx"]
+    assert summary["exported"] is True and summary["file"] == "model.onnx" and summary["opset"] == 17
+    classes = json.loads((output / "labels.json").read_text())
+    assert classes == ["0", "1", "7"]
+    preprocessing = Preprocessing.load(output / "preprocessing.json")
+    got = onnx_probabilities(output / "model.onnx", files, preprocessing)
+    expected = mlflow.pyfunc.load_model(str(output)).predict([str(f) for f in files])
+    columns = [f"Scored Probabilities_{name}" for name in classes]
+    assert np.abs(got - expected[columns].to_numpy()).max() <= 1e-4
+
+
+def test_mltable_training_set_without_a_validation_set(tmp_path, untrained_resnet18):
+    """A Data Labeling-style MLTable as the only dataset, through component.yaml's command line: a stratified,
+    seeded fifth of each class is held out to validate on, and the summary and MLflow say so."""
+    from conftest import labeling_lines, write_mltable
+
+    images = write_digits_subset(tmp_path / "images", classes=(0, 1, 7), per_class=25)
+    table = write_mltable(
+        tmp_path / "table", labeling_lines(images, url=lambda p: "../" + p.relative_to(tmp_path).as_posix())
+    )
+    env = tracking_env(tmp_path, "mltable")
+    output = tmp_path / "trained_model"
+    inputs = {"untrained_model": untrained_resnet18, "training_dataset": table, "epochs": 2, "learning_rate": 0.01}
+    result = run_component(COMPONENT, inputs=inputs, outputs={"trained_model": output}, env=env, check=False,
+                           capture_output=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "held out to validate on" in result.stdout + result.stderr
+    data = json.loads((output / "dataset_summary.json").read_text())
+    assert data["training"]["layout"] == data["validation"]["layout"] == "MLTable"
+    assert data["training"]["images_per_class"] == {"0": 20, "1": 20, "7": 20}
+    assert data["validation"]["images_per_class"] == {"0": 5, "1": 5, "7": 5}
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["hyperparameters"]["validation_fraction"] == 0.2
+    _, runs = runs_of(env)
+    assert runs[0].data.params["validation_fraction"] == "0.2"
+    assert runs[0].data.params["valid_images"] == "15"
+    # A class too small to split is refused before any training, saying what to do.
+    few = write_mltable(tmp_path / "few", labeling_lines(images)[:26])  # class '1' has one image
+    refused = run_component(COMPONENT, inputs={**inputs, "training_dataset": few},
+                            outputs={"trained_model": tmp_path / "out2"}, env=env, check=False,
+                            capture_output=True)  # fmt: skip
+    assert refused.returncode == 6 and "InvalidDatasetError" in refused.stderr and "'1' (1)" in refused.stderr
+
+
 def test_mlflow_pytorch_flavor_loads(component_run):
     output, _, _, _ = component_run
     network = mlflow.pytorch.load_model(str(output))
@@ -295,6 +348,7 @@ def test_validation_labels_are_mapped_by_name(tmp_path, untrained_resnet18, monk
         ({"learning_rate": "nan"}, 3, "learning_rate"),
         ({"patience": 0}, 3, "patience"),
         ({"random_seed": "1.5"}, 3, "random_seed"),
+        ({"validation_fraction": 0.95}, 3, "validation_fraction"),
     ],
 )
 def test_bad_parameters_fail_clearly(tmp_path, digits, untrained_resnet18, overrides, code, phrase):

@@ -23,13 +23,13 @@ import torch
 from ..disk_space import disk_full_reported, require_free_space
 from ..errors import InvalidDatasetError
 from ..formats.image_directory import ImageRecord
+from ..settings import MAX_BAD_FRACTION
 from .decode_progress import DecodeProgress
 from .images import BadImageError, Resize, decode_image
 
 log = logging.getLogger(__name__)
 
 # Share of unreadable files tolerated before a dataset is refused as a whole.
-MAX_BAD_FRACTION = 0.1
 
 
 @dataclass
@@ -163,7 +163,7 @@ def finish_decoded(
     root: Path | None,
 ) -> DecodedImages:
     """The kept rows as tensors with their labels, once every unreadable file is named and counted."""
-    named = [(_display_name(records[row].path, root), why) for row, why in sorted(skipped.items())]
+    named = [(records[row].name_in(root), why) for row, why in sorted(skipped.items())]
     for name, why in named:
         log.warning("%s: skipping '%s': %s", subject, name, why)
     labels = np.array([class_to_idx[r.label] for i, r in enumerate(records) if i not in skipped], dtype=np.int64)
@@ -209,15 +209,6 @@ def create_reserved_file(path: Path, nbytes: int, what: str) -> Path:
     finally:
         os.close(descriptor)
     return path
-
-
-def _display_name(path: Path, root: Path | None) -> str:
-    if root is not None:
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            pass
-    return str(path)
 
 
 def _check_bad_share(records, skipped, kept, subject, max_bad_fraction, class_to_idx, labels) -> None:

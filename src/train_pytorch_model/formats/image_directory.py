@@ -20,9 +20,11 @@ from .class_names import class_name
 log = logging.getLogger(__name__)
 
 CLASSIFICATION = "COCO_classification"
+MLTABLE_FILE = "MLTable"  # an MLTable folder (mltable_dataset.py)
 CONVERT_HINT = (
     "Give a designer ImageDirectory (from Convert to Image Directory), a folder with one subfolder per class "
-    "(an ImageFolder tree), or a folder holding one .zip or .tar(.gz) of either."
+    "(an ImageFolder tree), a folder holding one .zip or .tar(.gz) of either, or an MLTable folder over JSON lines "
+    "(image_url, label) as Data Labeling exports."
 )
 
 
@@ -30,6 +32,20 @@ CONVERT_HINT = (
 class ImageRecord:
     path: Path
     label: str
+    # Where the dataset itself says the image is, when that is not a file under its folder: an MLTable's
+    # image_url (a path elsewhere, or a URL copied into scratch). Logs and the resume listing name it.
+    source: str | None = None
+
+    def name_in(self, root: Path | None) -> str:
+        """How logs and listings name the image: its source, else its path under root, else its path."""
+        if self.source is not None:
+            return self.source
+        if root is not None:
+            try:
+                return self.path.relative_to(root).as_posix()
+            except ValueError:
+                pass
+        return str(self.path)
 
 
 @dataclass
@@ -59,6 +75,10 @@ def load_labeled_images(path: str | Path, subject: str, scratch: Path | None = N
     root = locate_dataset(path, subject, scratch)
     if (root / "_meta.yaml").is_file():
         return _load_image_directory(root, subject)
+    if (root / MLTABLE_FILE).is_file():
+        from .mltable_dataset import load_mltable_images  # mltable is imported only for an MLTable
+
+        return load_mltable_images(root, subject, scratch)
     return _load_image_folder(root, subject)
 
 
@@ -75,7 +95,7 @@ def locate_dataset(path: str | Path, subject: str, scratch: Path | None = None) 
         if is_archive(root):
             return _extract(root, subject, scratch)
         raise InvalidDatasetError(f"'{root}' is a file, not a folder.", CONVERT_HINT, subject=subject)
-    if (root / "_meta.yaml").is_file():
+    if (root / "_meta.yaml").is_file() or (root / MLTABLE_FILE).is_file():
         return root
     entries = [entry for entry in root.iterdir() if entry.name not in JUNK_NAMES and not entry.name.startswith(".")]
     if not entries:

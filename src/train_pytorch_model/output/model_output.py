@@ -16,6 +16,7 @@ from ..formats.model_directory import ModelSpec, write_model_directory
 from ..formats.preprocessing import PREPROCESSING_FILE, Preprocessing
 from ..settings import CHECKPOINT_DIR
 from .mlflow_model import save_mlflow_model
+from .onnx_export import export_onnx
 from .publish import staged
 from .summary import SUMMARY_FILE
 
@@ -65,5 +66,6 @@ def _write_staged(
     preprocessing.save(staging / PREPROCESSING_FILE)
     if report is not None:
         report(staging)
+    summary["onnx"] = export_onnx(model, preprocessing, staging)
     write_json(staging / SUMMARY_FILE, summary)
     save_mlflow_model(copy.deepcopy(model), preprocessing, staging)

@@ -30,6 +30,7 @@ class Hyperparameters:
     nesterov: bool
     weight_decay: float
     lr_schedule: str
+    validation_fraction: float | None  # the training set's share held out; None when a validation set is given
 
     @property
     def global_batch_size(self) -> int:
@@ -91,7 +92,7 @@ class RunRecord:
 
 
 def listing(dataset: LabeledImages) -> tuple[tuple[str, str, int], ...]:
-    return tuple((str(r.path.relative_to(dataset.root)), r.label, _size(r.path)) for r in dataset.records)
+    return tuple((r.name_in(dataset.root), r.label, _size(r.path)) for r in dataset.records)
 
 
 def _size(path: Path) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..data.cache import DecodedImages, decode_dataset, process_cores
 from ..data.node_cache import decode_on_node
 from ..data.survey import survey_images
+from ..data.validation_split import split_off_validation
 from ..errors import InvalidDatasetError, InvalidParameterError
 from ..formats.image_directory import LabeledImages, load_labeled_images
 from ..formats.model_directory import ModelSpec
@@ -52,8 +53,7 @@ class PreparedData:
 
 
 def prepare(settings: Settings, spec: ModelSpec, scratch: Path, context: DistributedContext) -> PreparedData:
-    train_set = load_labeled_images(settings.training_dataset, TRAIN_SUBJECT, scratch)
-    valid_set = load_labeled_images(settings.validation_dataset, VALID_SUBJECT, scratch)
+    train_set, valid_set = _load_datasets(settings, scratch)
     classes = check_classes(train_set, valid_set)
     _check_batch_size(settings.batch_size, len(train_set.records), world_size=1)
     train_survey = survey_images(train_set.records, settings.random_seed)
@@ -89,6 +89,23 @@ def prepare(settings: Settings, spec: ModelSpec, scratch: Path, context: Distrib
             (train_set, decoded[0], train_survey), (valid_set, decoded[1], valid_survey), classes
         ),
     )
+
+
+def _load_datasets(settings: Settings, scratch: Path) -> tuple[LabeledImages, LabeledImages]:
+    """Both datasets as listed; without a validation dataset, a stratified share of the training set."""
+    train_set = load_labeled_images(settings.training_dataset, TRAIN_SUBJECT, scratch)
+    if settings.validation_dataset is not None:
+        return train_set, load_labeled_images(settings.validation_dataset, VALID_SUBJECT, scratch)
+    train_set, valid_set = split_off_validation(
+        train_set, settings.validation_fraction, settings.random_seed, TRAIN_SUBJECT
+    )
+    log.info(
+        "No validation dataset: %d of the training images (%.0f%% of each class, seed %d) are held out to validate on.",
+        len(valid_set.records),
+        100 * settings.validation_fraction,
+        settings.random_seed,
+    )
+    return train_set, valid_set
 
 
 def _decode(

@@ -107,6 +107,7 @@ def _hyperparameters(settings: Settings, image_size: tuple[int, int], world: int
         nesterov=NESTEROV,
         weight_decay=WEIGHT_DECAY,
         lr_schedule=SCHEDULE_NAME,
+        validation_fraction=None if settings.validation_dataset is not None else settings.validation_fraction,
     )
 
 
