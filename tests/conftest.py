@@ -24,7 +24,8 @@ from train_pytorch_model.formats.model_directory import load_weights, read_model
 from train_pytorch_model.local.command_line import load_component_spec, render_command, run_component
 from train_pytorch_model.model.families import RESNET_MODULE
 from train_pytorch_model.output.run_record import Hyperparameters
-from train_pytorch_model.training.optimizer import MOMENTUM, NESTEROV, OPTIMIZER_NAME, SCHEDULE_NAME, WEIGHT_DECAY
+from train_pytorch_model.settings import Recipe
+from train_pytorch_model.training.optimizer import OPTIMIZERS, schedule_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -279,11 +280,12 @@ def hyperparameters(**changes) -> Hyperparameters:
         "random_seed": 1,
         "patience": 3,
         "image_size": (32, 48),
-        "optimizer": OPTIMIZER_NAME,
-        "momentum": MOMENTUM,
-        "nesterov": NESTEROV,
-        "weight_decay": WEIGHT_DECAY,
-        "lr_schedule": SCHEDULE_NAME,
+        "optimizer": OPTIMIZERS["sgd"].name,
+        "momentum": OPTIMIZERS["sgd"].momentum,
+        "nesterov": OPTIMIZERS["sgd"].nesterov,
+        "weight_decay": OPTIMIZERS["sgd"].weight_decay,
+        "lr_schedule": schedule_name(0),
+        "recipe": Recipe(),
         "validation_fraction": None,
     }
     return Hyperparameters(**{**values, **changes})

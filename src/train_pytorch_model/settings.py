@@ -39,6 +39,29 @@ MAX_BAD_FRACTION = 0.1
 MIN_WORKERS = 0
 
 
+# The recipe's choices around the designer's five parameters (issue: fine-tuning recipe). Their defaults are
+# today's recipe, which the designer's defaults were measured with; each is an optional input of component.yaml.
+OPTIMIZERS = ("sgd", "adamw")
+AUGMENTATIONS = ("none", "light", "strong")  # data/augment.py's levels
+CLASS_WEIGHTINGS = ("none", "inverse_sqrt", "inverse")  # AutoML's weighted_loss 0, 1, 2
+MAX_LABEL_SMOOTHING = 0.5
+MAX_EMA_DECAY = 0.99999  # 1 would never move from the untrained weights
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the network is trained, beyond the designer's parameters."""
+
+    optimizer: str = "sgd"  # SGD with Nesterov momentum (the designer's); adamw with its own weight decay
+    label_smoothing: float = 0.0  # of the training loss only; validation's loss stays plain cross-entropy
+    warmup_epochs: float = 0.0  # linear warmup of the learning rate before the cosine decay
+    class_weighting: str = "none"  # weights of the training loss by class frequency
+    augmentation: str = "none"  # batched on the device: light (crop, flip, colour) or strong (and more)
+    gradient_accumulation: int = 1  # batches a step: a step over batch_size x this many images
+    ema_decay: float = 0.0  # an exponential moving average of the weights, per step; 0: none
+    freeze_epochs: int = 0  # the first epochs train the classifier only
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a training run is given: its folders and its checked parameters."""
@@ -56,6 +79,7 @@ class Settings:
     num_workers: int | None = None
     max_image_size: int = DEFAULT_MAX_SIZE
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    recipe: Recipe = Recipe()
 
     @property
     def inputs(self) -> dict[str, Path]:
@@ -132,21 +156,65 @@ def parse_bool(name: str, value: object) -> bool:
 
 
 def parse_validation_fraction(value: object) -> float:
-    text = _text(value)
     low, high = VALIDATION_FRACTION_RANGE
+    return parse_bounded_float(
+        "validation_fraction", value, low, high, "0.2 holds out a fifth; or connect a validation dataset."
+    )
+
+
+def parse_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    text = _text(value).lower()
+    if text not in choices:
+        raise InvalidParameterError(
+            f"'{_text(value)}' is not one of {', '.join(choices)}.",
+            f"Set {name} to one of {', '.join(choices)}.",
+            subject=f"Parameter {name}",
+        )
+    return text
+
+
+def parse_bounded_float(name: str, value: object, low: float, high: float, hint: str) -> float:
+    text = _text(value)
     try:
         number = float(text)
     except ValueError:
         number = math.nan
     if not low <= number <= high:  # NaN fails both
         raise InvalidParameterError(
-            f"'{text}' is out of range: the share of the training images held out for validation must be a "
-            f"number from {low} to {high}.",
-            f"Set validation_fraction between {low} and {high} (0.2 holds out a fifth), or connect a validation "
-            "dataset.",
-            subject="Parameter validation_fraction",
+            f"'{text}' is out of range: {name} must be a number from {low} to {high}.",
+            f"Set {name} between {low} and {high}; {hint}",
+            subject=f"Parameter {name}",
         )
     return number
+
+
+def recipe_from_arguments(args: argparse.Namespace) -> Recipe:
+    return Recipe(
+        optimizer=parse_choice("optimizer", args.optimizer, OPTIMIZERS),
+        label_smoothing=parse_bounded_float(
+            "label_smoothing", args.label_smoothing, 0.0, MAX_LABEL_SMOOTHING, "0.1 is the usual value."
+        ),
+        warmup_epochs=parse_bounded_float(
+            "warmup_epochs", args.warmup_epochs, 0.0, math.inf, "it may be a fraction, such as 0.5."
+        ),
+        class_weighting=parse_choice("class_weighting", args.class_weighting, CLASS_WEIGHTINGS),
+        augmentation=parse_choice("augmentation", args.augmentation, AUGMENTATIONS),
+        gradient_accumulation=parse_int("gradient_accumulation", args.gradient_accumulation, 1),
+        freeze_epochs=parse_int("freeze_epochs", args.freeze_epochs, 0),
+        ema_decay=parse_bounded_float("ema_decay", args.ema_decay, 0.0, MAX_EMA_DECAY, "0.999 is usual; 0 is off."),
+    )
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = Recipe()
+    parser.add_argument("--optimizer", default=defaults.optimizer, help=" or ".join(OPTIMIZERS))
+    parser.add_argument("--label-smoothing", default=str(defaults.label_smoothing), help="0 to 0.5")
+    parser.add_argument("--warmup-epochs", default=str(defaults.warmup_epochs), help="linear warmup, in epochs")
+    parser.add_argument("--class-weighting", default=defaults.class_weighting, help=", ".join(CLASS_WEIGHTINGS))
+    parser.add_argument("--augmentation", default=defaults.augmentation, help=", ".join(AUGMENTATIONS))
+    parser.add_argument("--gradient-accumulation", default=str(defaults.gradient_accumulation), help="batches a step")
+    parser.add_argument("--ema-decay", default=str(defaults.ema_decay), help="weights' moving average; 0: off")
+    parser.add_argument("--freeze-epochs", default=str(defaults.freeze_epochs), help="epochs of the head alone")
 
 
 def path_argument(text: str) -> Path:
@@ -174,4 +242,5 @@ def settings_from_arguments(args: argparse.Namespace) -> Settings:
         num_workers=parse_optional_int("num_workers", args.num_workers, MIN_WORKERS),
         max_image_size=parse_int("max_image_size", args.max_image_size, MIN_IMAGE_SIZE),
         validation_fraction=parse_validation_fraction(args.validation_fraction),
+        recipe=recipe_from_arguments(args),
     )

@@ -17,6 +17,7 @@ from .settings import (
     DEFAULT_VALIDATION_FRACTION,
     DESIGNER_PARAMETERS,
     Settings,
+    add_recipe_arguments,
     path_argument,
     settings_from_arguments,
 )
@@ -49,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default=str(DEFAULT_VALIDATION_FRACTION),
         help="share of the training set held out for validation when no validation dataset is given",
     )
+    add_recipe_arguments(parser)
     return settings_from_arguments(parser.parse_args(argv))
 
 

@@ -40,6 +40,14 @@ PARAMETERS: dict[str, tuple[str, Any, Any, bool]] = {
     "image_size": ("integer", None, 16, True),
     "num_workers": ("integer", None, 0, True),
     "validation_fraction": ("number", 0.2, 0.01, False),
+    "optimizer": ("string", "sgd", None, False),
+    "label_smoothing": ("number", 0.0, 0.0, False),
+    "warmup_epochs": ("number", 0.0, 0.0, False),
+    "augmentation": ("string", "none", None, False),
+    "gradient_accumulation": ("integer", 1, 1, False),
+    "ema_decay": ("number", 0.0, 0.0, False),
+    "freeze_epochs": ("integer", 0, 0, False),
+    "class_weighting": ("string", "none", None, False),
 }
 # The designer's validation input, optional here: without it a share of the training set is held out.
 OPTIONAL_DATA_INPUTS = ("validation_dataset",)
@@ -130,6 +138,14 @@ def test_command(component: Any) -> None:
         " $[[--image-size ${{inputs.image_size}}]]"
         " $[[--num-workers ${{inputs.num_workers}}]]"
         " --validation-fraction ${{inputs.validation_fraction}}"
+        " --optimizer ${{inputs.optimizer}}"
+        " --label-smoothing ${{inputs.label_smoothing}}"
+        " --warmup-epochs ${{inputs.warmup_epochs}}"
+        " --augmentation ${{inputs.augmentation}}"
+        " --gradient-accumulation ${{inputs.gradient_accumulation}}"
+        " --ema-decay ${{inputs.ema_decay}}"
+        " --freeze-epochs ${{inputs.freeze_epochs}}"
+        " --class-weighting ${{inputs.class_weighting}}"
         " --trained-model ${{outputs.trained_model}}"
     )
     assert " ".join(component.command.split()) == expected
@@ -222,5 +238,7 @@ def test_rendered_command_with_defaults() -> None:
     assert command == (
         "python -m train_pytorch_model.train --untrained-model /mnt/model --training-dataset /mnt/train"
         " --validation-dataset /mnt/val --epochs 5 --batch-size 16 --learning-rate 0.001 --random-seed 1"
-        " --patience 3 --validation-fraction 0.2 --trained-model /mnt/out"
+        " --patience 3 --validation-fraction 0.2 --optimizer sgd --label-smoothing 0.0 --warmup-epochs 0.0"
+        " --augmentation none --gradient-accumulation 1 --ema-decay 0.0"
+        " --freeze-epochs 0 --class-weighting none --trained-model /mnt/out"
     )

@@ -10,7 +10,8 @@ import pytest
 from conftest import hyperparameters
 from train_pytorch_model.output.run_record import Hyperparameters, RunRecord
 from train_pytorch_model.output.summary import Outcome, Tracking, training_summary
-from train_pytorch_model.training.optimizer import SCHEDULE_NAME
+from train_pytorch_model.settings import Recipe
+from train_pytorch_model.training.optimizer import schedule_name
 
 
 def record(**changes) -> RunRecord:
@@ -45,6 +46,12 @@ def test_the_fingerprint_ignores_where_the_run_computes_and_what_follows_from_th
         {"world_size": 2},
         {"image_size": (32, 32)},
         {"lr_schedule": "step"},
+        {"validation_fraction": 0.2},
+        {"recipe": Recipe(label_smoothing=0.1)},
+        {"recipe": Recipe(augmentation="light")},
+        {"recipe": Recipe(ema_decay=0.99)},
+        {"recipe": Recipe(freeze_epochs=1)},
+        {"recipe": Recipe(gradient_accumulation=2)},
         {"untrained_weights_sha256": "cd" * 32},
         {"pretrained": True},
         {"train_listing": (("cat/1.png", "cat", 101), ("dog/1.png", "dog", 120))},  # same names, other bytes
@@ -66,6 +73,10 @@ def test_mlflow_params_and_the_summary_report_the_same_hyperparameters():
             assert [params["image_height"], params["image_width"]] == value == [32, 48]
         else:
             assert params[name] == value, name
-    assert params["lr_schedule"] == SCHEDULE_NAME
+    assert params["lr_schedule"] == schedule_name(0) == "cosine, per step"
+    # The recipe's options are flat params of their own, the optimizer named once.
+    assert {name: params[name] for name in ("augmentation", "label_smoothing", "ema_decay")} == {
+        "augmentation": "none", "label_smoothing": 0.0, "ema_decay": 0.0}  # fmt: skip
+    assert params["optimizer"] == "SGD" and "recipe" not in params
     assert params["global_batch_size"] == 32 and params["effective_learning_rate"] == pytest.approx(0.002)
     assert (params["architecture"], params["num_classes"], params["device"]) == ("resnet18", 2, "cpu")

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..formats.image_directory import LabeledImages
+from ..settings import Recipe
 
 
 @dataclass(frozen=True)
@@ -26,15 +27,17 @@ class Hyperparameters:
     patience: int
     image_size: tuple[int, int]  # (height, width)
     optimizer: str
-    momentum: float
-    nesterov: bool
+    momentum: float | None  # SGD's; None for AdamW
+    nesterov: bool | None
     weight_decay: float
     lr_schedule: str
+    recipe: Recipe  # the recipe's options as given (its optimizer is the one named above)
     validation_fraction: float | None  # the training set's share held out; None when a validation set is given
 
     @property
     def global_batch_size(self) -> int:
-        return self.batch_size * self.world_size
+        """The images of one optimizer step, over every process and accumulated batch."""
+        return self.batch_size * self.world_size * self.recipe.gradient_accumulation
 
     @property
     def effective_learning_rate(self) -> float:
@@ -42,7 +45,11 @@ class Hyperparameters:
         return self.learning_rate * self.world_size
 
     def as_dict(self) -> dict:
+        """Flat: the recipe's options beside the others (MLflow's params are flat)."""
         values = asdict(self)
+        recipe = values.pop("recipe")
+        recipe.pop("optimizer")  # named by 'optimizer' already
+        values.update(recipe)
         values["image_size"] = list(self.image_size)
         values["global_batch_size"] = self.global_batch_size
         values["effective_learning_rate"] = self.effective_learning_rate

@@ -15,6 +15,7 @@ from torch import nn
 
 from .device import Precision
 from .loss import TrainingLoss
+from .micro_batches import MicroBatching, accumulated_step
 
 
 @dataclass
@@ -47,14 +48,17 @@ def training_step(
     optimizer: torch.optim.Optimizer,
     precision: Precision,
     loss_fn: TrainingLoss,
+    before_step: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch; returns the loss and the main classifier's logits. The throughput
-    benchmark times this very function as the model's own speed."""
+    benchmark times this very function as the model's own speed. before_step may drop gradients (freezing)."""
     with precision.autocast():
         outputs = model(images)
     loss, logits = loss_fn(outputs, targets)
     optimizer.zero_grad(set_to_none=True)
     precision.scaler.scale(loss).backward()
+    if before_step is not None:
+        before_step()
     precision.scaler.step(optimizer)
     precision.scaler.update()
     return loss, logits
@@ -70,17 +74,25 @@ def train_one_epoch(
     on_step: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     loss_fn: TrainingLoss | None = None,
+    micro: MicroBatching | None = None,
+    after_step: Callable[[], None] | None = None,
+    before_step: Callable[[], None] | None = None,
 ) -> TrainStats:
-    """One pass over the batches. reduce sums the epoch's totals over processes (distributed training)."""
+    """One pass over the batches. reduce sums the epoch's totals over processes (distributed training); micro
+    says how many batches make a step and into how many pieces each goes through the network."""
     loss_fn = loss_fn or TrainingLoss()
+    micro = micro or MicroBatching()
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
     start = time.perf_counter()
-    for step, (images, targets) in enumerate(batches, start=1):
-        targets = targets.to(device, non_blocking=True)
-        loss, logits = training_step(model, images, targets, optimizer, precision, loss_fn)
+    for step, group in enumerate(micro.groups(batches), start=1):
+        group = [(images, targets.to(device, non_blocking=True)) for images, targets in group]
+        loss, logits = _step(model, group, optimizer, precision, loss_fn, micro, before_step)
+        targets = group[0][1] if len(group) == 1 else torch.cat([t for _, t in group])
+        if after_step is not None:
+            after_step()
         if scheduler is not None:
             scheduler.step()
         count = targets.shape[0]
@@ -102,6 +114,19 @@ def train_one_epoch(
         images=int(seen_total),
         seconds=seconds,
     )
+
+
+def _step(model, group, optimizer, precision, loss_fn, micro: MicroBatching, before_step=None):
+    """The step over a group of batches: the plain step when it is one whole batch; accumulated otherwise, and
+    cut into smaller pieces for as long as the device runs out of memory."""
+    while True:
+        try:
+            if micro.plain:
+                return training_step(model, *group[0], optimizer, precision, loss_fn, before_step)
+            return accumulated_step(model, micro.micro_batches(group), optimizer, precision, loss_fn, before_step)
+        except torch.OutOfMemoryError as error:
+            optimizer.zero_grad(set_to_none=True)
+            micro.back_off(group, error)
 
 
 @torch.inference_mode()

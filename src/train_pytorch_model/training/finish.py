@@ -69,6 +69,8 @@ def finish(run: TrainingRun) -> RunOutcome:
         seconds_to_first_step=(state.first_step_at - run.started) if state.first_step_at else None,
     )
     summary.update(prepared.decode_metrics())
+    best_row = next((row for row in state.history if row["epoch"] == stopper.best_epoch), {})
+    summary["best_weights"] = "ema" if best_row.get("ema_chosen") else "trained"  # which weights were written
     summary["epochs_not_checkpointed"] = run.checkpoint.skipped  # while an earlier checkpoint was still written
     tracker.log_metrics(
         {

@@ -3,12 +3,14 @@ logs; every decision is taken by a named object (EarlyStopping, Checkpoint, Trac
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
+from ..data.augment import epoch_generator
 from ..data.batches import eval_batches, train_batches
 from ..errors import InvalidParameterError, ModuleOutOfMemoryError
 from ..settings import Settings
@@ -36,7 +38,7 @@ def fit(run: TrainingRun) -> None:
         (log.info if context.is_main else log.debug)(_epoch_line(epoch, settings.epochs, metrics))
         improved = stopper.update(epoch, metrics["valid_loss"], metrics["train_loss"])
         if improved:
-            state.best_state = weights_copy(setup.network)
+            state.best_state = weights_copy(setup.ema.model if metrics.get("ema_chosen") else setup.network)
         if stopper.diverged:
             tracker.log_epoch(metrics, epoch)
             break
@@ -68,8 +70,12 @@ def run_epoch(
     lr = setup.optimizer.param_groups[0]["lr"]
     setup.sampler.set_epoch(epoch)
     compute = setup.compute
+    augment = None
+    if setup.augmenter is not None:
+        generator = epoch_generator(settings.random_seed, context.rank, epoch)
+        augment = functools.partial(setup.augmenter, generator=generator)
     batches = train_batches(
-        prepared.train_data, list(setup.sampler), settings.batch_size, setup.drop_partial, setup.normalize
+        prepared.train_data, list(setup.sampler), settings.batch_size, setup.drop_partial, setup.normalize, augment
     )
     progress.start_epoch(epoch)
     try:
@@ -84,20 +90,19 @@ def run_epoch(
                 on_step=progress.on_step,
                 reduce=context.all_reduce_sum,
                 loss_fn=setup.loss,
+                micro=setup.micro,
+                after_step=setup.ema.update if setup.ema is not None else None,
+                before_step=_freezing(setup, epoch),
             )
-            context.broadcast_buffers(setup.network)
-            valid = evaluate(
-                setup.network,
-                eval_batches(
-                    prepared.valid_data, settings.batch_size * 2, setup.normalize, context.rank, context.world_size
-                ),
-                compute.precision,
-                compute.device,
-                len(prepared.classes),
-                reduce=context.all_reduce_sum,
-            )
+            valid = _validate(setup.network, settings, prepared, setup, context)
+            averaged = _validate(setup.ema.model, settings, prepared, setup, context) if setup.ema else None
     finally:
         progress.end_epoch()
+    extra, seconds = {}, train.seconds + valid.seconds + (averaged.seconds if averaged else 0.0)
+    if averaged is not None:  # the better of the two weights is the epoch's, for early stopping and the output
+        extra = {"valid_loss_trained": valid.loss, "valid_loss_ema": averaged.loss}
+        extra["ema_chosen"] = float(averaged.loss < valid.loss)
+        valid = averaged if extra["ema_chosen"] else valid
     return {
         "train_loss": train.loss,
         "train_accuracy": train.accuracy,
@@ -106,8 +111,24 @@ def run_epoch(
         "valid_top5_accuracy": valid.top5_accuracy,
         "learning_rate": lr,
         "train_images_per_second": train.images_per_second,
-        "epoch_seconds": train.seconds + valid.seconds,
+        "epoch_seconds": seconds,
+        **extra,
     }
+
+
+def _freezing(setup: TrainingSetup, epoch: int):
+    """What drops the body's gradients before each step of a classifier-only epoch; None in the others."""
+    freeze = setup.freeze
+    return freeze.drop_body_gradients if freeze is not None and freeze.applies_to(epoch) else None
+
+
+def _validate(network, settings: Settings, prepared: PreparedData, setup: TrainingSetup, context: DistributedContext):
+    context.broadcast_buffers(network)  # every rank validates (and the first saves) the same model
+    compute = setup.compute
+    batches = eval_batches(prepared.valid_data, settings.batch_size * 2, setup.normalize, context.rank,
+                           context.world_size)  # fmt: skip
+    return evaluate(network, batches, compute.precision, compute.device, len(prepared.classes),
+                    reduce=context.all_reduce_sum)  # fmt: skip
 
 
 @contextmanager

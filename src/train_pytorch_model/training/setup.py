@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from ..data.augment import BatchAugmenter
 from ..data.batches import Normalizer, batches_of
 from ..model.families import has_batchnorm
 from ..model.networks import DesignerNet
@@ -19,17 +20,12 @@ from ..settings import Settings
 from .checkpoint import Stateful
 from .device import Compute, pick_compute
 from .distributed import DistributedContext
-from .loss import TrainingLoss
-from .optimizer import (
-    MOMENTUM,
-    NESTEROV,
-    OPTIMIZER_NAME,
-    SCHEDULE_NAME,
-    WEIGHT_DECAY,
-    make_optimizer,
-    make_scheduler,
-)
+from .freezing import HeadOnly, head_only
+from .loss import TrainingLoss, class_weights
+from .micro_batches import MicroBatching
+from .optimizer import OPTIMIZERS, make_optimizer, make_scheduler, schedule_name, warmup_steps
 from .prepare import PreparedData
+from .weight_average import WeightAverage
 
 log = logging.getLogger("train_pytorch_model")
 
@@ -47,10 +43,15 @@ class TrainingSetup:
     drop_partial: bool  # skip a trailing batch of few images (BatchNorm networks; see batches_of)
     record: RunRecord
     loss: TrainingLoss
+    augmenter: BatchAugmenter | None  # None: training images as decoded
+    micro: MicroBatching  # batches a step, and the pieces an out-of-memory back-off cuts them into
+    ema: WeightAverage | None  # the weights' moving average, when the recipe keeps one
+    freeze: HeadOnly | None  # the first epochs' classifier-only training, when the recipe asks for it
 
     def stateful(self, *others: tuple[str, Stateful]) -> dict[str, Stateful]:
         """What a checkpoint saves and a resume restores, by the names the checkpoint file uses."""
-        return {"model": self.network, "optimizer": self.optimizer, "scheduler": self.scheduler, **dict(others)}
+        parts = {"model": self.network, "optimizer": self.optimizer, "scheduler": self.scheduler, **dict(others)}
+        return {**parts, "ema": self.ema} if self.ema is not None else parts
 
 
 def set_up(settings: Settings, prepared: PreparedData, context: DistributedContext) -> TrainingSetup:
@@ -66,8 +67,6 @@ def set_up(settings: Settings, prepared: PreparedData, context: DistributedConte
     normalize = Normalizer(preprocessing.mean, preprocessing.std, compute.device, compute.channels_last)
     world = context.world_size
     log.info("Device: %s.", compute.describe(world, settings.batch_size))
-    hyperparameters = _hyperparameters(settings, preprocessing.image_size, world)
-    optimizer = make_optimizer(model, hyperparameters.effective_learning_rate)
     sampler = DistributedSampler(
         range(len(prepared.train_data)),
         num_replicas=world,
@@ -77,23 +76,41 @@ def set_up(settings: Settings, prepared: PreparedData, context: DistributedConte
     )
     # A few images cannot train BatchNorm (see batches_of); networks without it train on them like on any other.
     drop_partial = settings.batch_size > 1 and has_batchnorm(prepared.spec.architecture)
-    steps_per_epoch = sum(1 for _ in batches_of(list(sampler), settings.batch_size, drop_partial))
+    batches = sum(1 for _ in batches_of(list(sampler), settings.batch_size, drop_partial))
+    micro = MicroBatching(settings.recipe.gradient_accumulation)
+    steps_per_epoch = -(-batches // micro.accumulation)
+    total_steps = settings.epochs * steps_per_epoch
+    warmup = warmup_steps(settings.recipe, steps_per_epoch, total_steps)
+    hyperparameters = _hyperparameters(settings, preprocessing.image_size, world, warmup)
+    optimizer = make_optimizer(model, hyperparameters.effective_learning_rate, settings.recipe)
+    labels = prepared.train_data.labels
+    weights = class_weights(labels, len(prepared.classes), settings.recipe.class_weighting)
     return TrainingSetup(
         compute=compute,
         network=network,
         model=model,
         normalize=normalize,
         optimizer=optimizer,
-        scheduler=make_scheduler(optimizer, settings.epochs * steps_per_epoch),
+        scheduler=make_scheduler(optimizer, total_steps, warmup),
         sampler=sampler,
         steps_per_epoch=steps_per_epoch,
         drop_partial=drop_partial,
         record=_record(hyperparameters, prepared, compute),
-        loss=TrainingLoss(prepared.spec.family.aux_weight),
+        micro=micro,
+        freeze=head_only(network, prepared.spec.architecture, settings.recipe.freeze_epochs),
+        ema=WeightAverage(network, settings.recipe.ema_decay) if settings.recipe.ema_decay > 0 else None,
+        augmenter=BatchAugmenter(settings.recipe.augmentation) if settings.recipe.augmentation != "none" else None,
+        loss=TrainingLoss(
+            prepared.spec.family.aux_weight,
+            settings.recipe.label_smoothing,
+            weights.to(compute.device) if weights is not None else None,
+        ),
     )
 
 
-def _hyperparameters(settings: Settings, image_size: tuple[int, int], world: int) -> Hyperparameters:
+def _hyperparameters(settings: Settings, image_size: tuple[int, int], world: int, warmup: int) -> Hyperparameters:
+    recipe = settings.recipe
+    optimizer = OPTIMIZERS[recipe.optimizer]
     return Hyperparameters(
         epochs=settings.epochs,
         batch_size=settings.batch_size,
@@ -102,11 +119,12 @@ def _hyperparameters(settings: Settings, image_size: tuple[int, int], world: int
         random_seed=settings.random_seed,
         patience=settings.patience,
         image_size=tuple(image_size),
-        optimizer=OPTIMIZER_NAME,
-        momentum=MOMENTUM,
-        nesterov=NESTEROV,
-        weight_decay=WEIGHT_DECAY,
-        lr_schedule=SCHEDULE_NAME,
+        optimizer=optimizer.name,
+        momentum=optimizer.momentum,
+        nesterov=optimizer.nesterov,
+        weight_decay=optimizer.weight_decay,
+        lr_schedule=schedule_name(warmup),
+        recipe=recipe,
         validation_fraction=None if settings.validation_dataset is not None else settings.validation_fraction,
     )
 

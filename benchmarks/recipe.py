@@ -1,0 +1,202 @@
+"""The recipe, measured: today's recipe, each of its options alone, side by side on identical inputs, over
+several seeds, at the designer's 5 epochs and at AutoML's 15, on small real datasets made from images shipped
+inside packages (nothing is downloaded).
+
+    python benchmarks/recipe.py [--seeds 8] [--schedules 5 15] [--datasets digits photos mixed]
+                                [--configs today label_smoothing ...] [--per-class 60] [--workdir DIR]
+
+Datasets (written once into the work folder, the same for every run):
+- digits: scikit-learn's handwritten 8x8 scans, 10 classes;
+- photos: 32x32 patches of three photographs (scikit-learn's two sample photos and matplotlib's portrait),
+  one class each; training patches from each photo's left 70%, validation from the right 30% (held out);
+- mixed: the same photographs cut into patches of mixed sizes (20 to 96 pixels a side, aspect 1:2 to 2:1),
+  so that the trainer's size choice and resizing are part of what is measured.
+
+Each run is the component's own entry (train_pytorch_model.train.main) on an untrained resnet18, with the
+designer's defaults (batch 16, learning rate 0.001, patience 3) and only the config's options changed. It
+prints, per dataset and schedule, each config's best validation accuracy (mean and range over the seeds) and
+its time, and the difference from today's recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT / "src") not in sys.path:  # run from a checkout without installing the package
+    sys.path.insert(0, str(REPO_ROOT / "src"))
+
+# Each config: the command-line options it changes from today's recipe (the designer's defaults). "designer" is
+# the original module's recipe, rebuilt faithfully in designer_recipe.py.
+CONFIGS: dict[str, list[str]] = {
+    "designer": [],
+    "today": [],
+    "label_smoothing": ["--label-smoothing", "0.1"],
+    "warmup": ["--warmup-epochs", "1"],
+    "class_weighting": ["--class-weighting", "inverse_sqrt"],
+    "adamw": ["--optimizer", "adamw"],
+    "augment_light": ["--augmentation", "light"],
+    "augment_strong": ["--augmentation", "strong"],
+    "ema": ["--ema-decay", "0.99"],
+}
+DATASETS = ("digits", "photos", "mixed")
+VALID_SHARE = 0.3
+
+
+def write_dataset(name: str, folder: Path, per_class: int) -> tuple[Path, Path]:
+    """folder/train and folder/valid ImageFolders; the same content for a given name and size."""
+    if name == "digits":
+        return _digits(folder, per_class)
+    return _photo_patches(folder, per_class, mixed=name == "mixed")
+
+
+def _digits(folder: Path, per_class: int) -> tuple[Path, Path]:
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.target))
+    valid_per_class = max(1, int(per_class * VALID_SHARE / (1 - VALID_SHARE)))
+    taken: dict[tuple[str, int], int] = {}
+    for index in order:
+        label = int(digits.target[index])
+        part = "train" if taken.get(("train", label), 0) < per_class else "valid"
+        if part == "valid" and taken.get(("valid", label), 0) >= valid_per_class:
+            continue
+        taken[(part, label)] = taken.get((part, label), 0) + 1
+        pixels = np.clip(digits.images[index] * (255.0 / 16.0), 0, 255).astype(np.uint8)
+        (folder / part / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, mode="L").save(folder / part / str(label) / f"d{index:04d}.png")
+    return folder / "train", folder / "valid"
+
+
+def _photographs() -> dict[str, object]:
+    import matplotlib.cbook
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    china, flower = load_sample_images().images
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as stream:
+        portrait = np.asarray(Image.open(stream).convert("RGB"))
+    return {"china": china, "flower": flower, "portrait": portrait}
+
+
+def _photo_patches(folder: Path, per_class: int, mixed: bool) -> tuple[Path, Path]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    valid_count = max(1, int(per_class * VALID_SHARE / (1 - VALID_SHARE)))
+    for label, photo in _photographs().items():
+        height, width = photo.shape[:2]
+        cut = int(width * (1 - VALID_SHARE))
+        for part, count, (low, high) in (("train", per_class, (0, cut)), ("valid", valid_count, (cut, width))):
+            (folder / part / label).mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                side = int(rng.integers(20, 97)) if mixed else 32
+                aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))) if mixed else 1.0
+                w = min(max(8, int(side * aspect**0.5)), high - low)
+                h = min(max(8, int(side / aspect**0.5)), height)
+                left, top = int(rng.integers(low, high - w + 1)), int(rng.integers(0, height - h + 1))
+                patch = Image.fromarray(photo[top : top + h, left : left + w])
+                patch.save(folder / part / label / f"{label}_{index:04d}.png")
+    return folder / "train", folder / "valid"
+
+
+def train_once(untrained: Path, train: Path, valid: Path, work: Path, epochs: int, seed: int, options: list[str]):
+    """(best validation accuracy, seconds) of one run of the component's entry, its output thrown away."""
+    from train_pytorch_model.train import main
+
+    output = Path(tempfile.mkdtemp(dir=work, prefix="run-"))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    arguments = ["--untrained-model", str(untrained), "--training-dataset", str(train),
+                 "--validation-dataset", str(valid), "--trained-model", str(output / "model"),
+                 "--epochs", str(epochs), "--random-seed", str(seed), *options]  # fmt: skip
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(arguments)
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"run failed ({code}): {' '.join(arguments)}")
+    summary = json.loads((output / "model" / "training_summary.json").read_text())
+    import shutil
+
+    shutil.rmtree(output)
+    return summary["best_valid_accuracy"], seconds
+
+
+def run_config(config: str, untrained: Path, train: Path, valid: Path, work: Path, epochs: int, seed: int):
+    """(accuracy of the model the run writes, or None where the recipe cannot train on the data; seconds)."""
+    if config != "designer":
+        return train_once(untrained, train, valid, work, epochs, seed, CONFIGS[config])
+    from designer_recipe import train_designer
+
+    started = time.perf_counter()
+    classes = sum(1 for entry in train.iterdir() if entry.is_dir())
+    accuracy = train_designer(train, valid, classes, epochs, seed)
+    return accuracy, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--schedules", type=int, nargs="+", default=[5, 15])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--per-class", type=int, default=60, help="training images per class")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import logging
+
+    import torch
+
+    from train_pytorch_model.init_model import write_untrained_model
+
+    logging.disable(logging.WARNING)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="recipe-"))
+    torch.manual_seed(0)
+    untrained = work / "untrained"
+    if not untrained.exists():
+        write_untrained_model(untrained, "resnet18", pretrained=False)
+    results: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
+    for dataset in args.datasets:
+        train, valid = write_dataset(dataset, work / dataset, args.per_class)
+        for epochs in args.schedules:
+            for seed in range(1, args.seeds + 1):
+                for config in args.configs:  # side by side: every config of a seed before the next seed
+                    outcome = run_config(config, untrained, train, valid, work, epochs, seed)
+                    results.setdefault((dataset, epochs, config), []).append(outcome)
+            _print_table(dataset, epochs, args.configs, results)
+    return 0
+
+
+def _print_table(dataset: str, epochs: int, configs: list[str], results: dict) -> None:
+    print(f"\n{dataset}, {epochs} epochs ({len(results[(dataset, epochs, configs[0])])} seeds)")
+    print(f"  {'config':16} {'accuracy':>8} {'range':>13} {'vs today':>8} {'seconds':>8}")
+    today = statistics.mean(a for a, _ in results.get((dataset, epochs, "today"), [(float("nan"), 0)]))
+    for config in configs:
+        runs = results[(dataset, epochs, config)]
+        accuracies = [a for a, _ in runs if a is not None]
+        if not accuracies:
+            print(f"  {config:16} cannot train on this data (images of different sizes)")
+            continue
+        mean = statistics.mean(accuracies)
+        print(f"  {config:16} {mean:8.4f} {min(accuracies):6.4f}-{max(accuracies):6.4f} {mean - today:+8.4f}"
+              f" {statistics.mean(s for _, s in runs):8.1f}")  # fmt: skip
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
