@@ -220,6 +220,8 @@ SWEEP = {
     "patience": 5,
     "learning_rate": (-9.21, -2.30),  # loguniform: e^-9.21 = 1e-4 to e^-2.30 = 0.1
     "batch_size": [16, 32, 64],
+    "augmentation": ["none", "light", "strong"],
+    "label_smoothing": [0.0, 0.1],
     "primary_metric": "valid_accuracy",  # logged by the trainer after every epoch
     "limits": {"max_total_trials": 16, "max_concurrent_trials": 4, "timeout": 14400},
 }
@@ -235,7 +237,7 @@ def build_sweep_pipeline(settings: Mapping[str, Any]) -> Any:
 
     @dsl.pipeline(
         name="train_pytorch_model_sweep",
-        display_name="Train PyTorch Model, learning rate and batch size swept",
+        display_name="Train PyTorch Model, learning rate, batch size and recipe swept",
         default_compute=settings["default_compute"],
     )
     def image_classification_sweep(training_dataset, validation_dataset):
@@ -249,6 +251,8 @@ def build_sweep_pipeline(settings: Mapping[str, Any]) -> Any:
             random_seed=settings["random_seed"],
             learning_rate=LogUniform(*SWEEP["learning_rate"]),
             batch_size=Choice(SWEEP["batch_size"]),
+            augmentation=Choice(SWEEP["augmentation"]),
+            label_smoothing=Choice(SWEEP["label_smoothing"]),
         )
         sweep = trial.sweep(
             primary_metric=SWEEP["primary_metric"],

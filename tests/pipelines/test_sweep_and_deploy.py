@@ -31,7 +31,9 @@ def test_the_sweep_yaml_validates_offline_and_sweeps_the_components_inputs(aml: 
     node = sweep_node(job)
     component = yaml.safe_load((REPO_ROOT / "component.yaml").read_text(encoding="utf-8"))["inputs"]
     # The SDK does not check this: a misspelt name would sweep nothing.
-    assert set(node.search_space) == {"learning_rate", "batch_size"} <= set(component)
+    swept = {"learning_rate", "batch_size", "augmentation", "label_smoothing"}
+    assert set(node.search_space) == swept and swept <= set(component)
+    assert set(node.search_space["augmentation"].values) <= set(component["augmentation"]["enum"])
     assert all(size >= component["batch_size"]["min"] for size in node.search_space["batch_size"].values)
     assert (node.objective.primary_metric, node.objective.goal) == ("valid_accuracy", "maximize")
     assert node.early_termination.type == "bandit"
