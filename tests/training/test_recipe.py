@@ -27,7 +27,7 @@ from train_pytorch_model.training.optimizer import (
 
 ALL_ON = ["--optimizer", "adamw", "--label-smoothing", "0.1", "--warmup-epochs", "0.5",
           "--class-weighting", "inverse_sqrt", "--augmentation", "strong", "--gradient-accumulation", "2",
-          "--ema-decay", "0.9"]  # fmt: skip
+          "--ema-decay", "0.9", "--freeze-epochs", "1"]  # fmt: skip
 
 
 def test_class_weights_follow_the_inverse_frequency():
@@ -128,6 +128,7 @@ def test_every_option_on_is_recorded_and_resumes_bit_for_bit(tmp_path, digits, u
     assert (recorded["label_smoothing"], recorded["warmup_epochs"]) == (0.1, 0.5)
     assert recorded["augmentation"] == "strong" and recorded["ema_decay"] == 0.9
     assert recorded["gradient_accumulation"] == 2 and recorded["global_batch_size"] == 16
+    assert recorded["freeze_epochs"] == 1
     # Both weights were validated every epoch; the summary says which were written.
     assert all({"valid_loss_ema", "valid_loss_trained", "ema_chosen"} <= set(row) for row in summaries[0]["history"])
     best = next(row for row in summaries[0]["history"] if row["epoch"] == summaries[0]["best_epoch"])
