@@ -24,7 +24,9 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -130,8 +132,6 @@ def train_once(untrained: Path, train: Path, valid: Path, work: Path, epochs: in
     if code != 0:
         raise RuntimeError(f"run failed ({code}): {' '.join(arguments)}")
     summary = json.loads((output / "model" / "training_summary.json").read_text())
-    import shutil
-
     shutil.rmtree(output)
     return summary["best_valid_accuracy"], seconds
 
@@ -157,8 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=60, help="training images per class")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args(argv)
-
-    import logging
 
     import torch
 

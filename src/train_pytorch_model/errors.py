@@ -6,6 +6,8 @@ so that a pipeline step fails with a message a user understands instead of a Pyt
 
 from __future__ import annotations
 
+import re
+
 
 class ComponentError(Exception):
     """Base of every error that is the user's to fix. Printed without a traceback."""
@@ -83,3 +85,13 @@ class InsufficientDiskSpaceError(ComponentError):
 
     exit_code = 10
     name = "InsufficientDiskSpaceError"
+
+
+def first_line(exc: BaseException, if_empty: str | None = None) -> str:
+    """An exception's message for one line of a report: its first line (a library's message may go on with a
+    graph dump or a traceback), without terminal colours, at most 300 characters; for an empty message
+    if_empty, or the exception's type."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    if not text:
+        return type(exc).__name__ if if_empty is None else if_empty
+    return text.splitlines()[0][:300]

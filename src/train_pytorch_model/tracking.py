@@ -16,6 +16,8 @@ from typing import Any
 import mlflow
 import mlflow.exceptions
 
+from .errors import first_line
+
 log = logging.getLogger(__name__)
 # MLflow sets its own logger to INFO when imported (after the CLI configured logging): its database-creation
 # chatter is not the user's business.
@@ -74,7 +76,7 @@ class Tracker:
             return mlflow.start_run(run_id=run_id)
         except mlflow.exceptions.MlflowException as exc:
             log.warning("MLflow: the interrupted job's run %s is not in %s (%s); starting a new run.",
-                        run_id, self.tracking_uri, _first_line(exc))  # fmt: skip
+                        run_id, self.tracking_uri, first_line(exc))  # fmt: skip
             return None
 
     def _guard(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -84,7 +86,7 @@ class Tracker:
             return call(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any tracking failure: say it once, train on
             self.enabled = False
-            self.problem = f"{what} failed: {_first_line(exc)}"
+            self.problem = f"{what} failed: {first_line(exc)}"
             log.warning(
                 "MLflow (%s): %s. Training goes on without tracking; the metrics are in training_summary.json.",
                 self.tracking_uri,
@@ -136,11 +138,6 @@ class Tracker:
             else:  # tracking failed part-way: close the run locally without another remote call
                 with contextlib.suppress(Exception):  # the problem was already reported
                     mlflow.end_run(status=status)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _ensure_local_experiment(tracking_uri: str, name: str) -> None:

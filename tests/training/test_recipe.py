@@ -186,3 +186,16 @@ def test_classifier_only_epochs_leave_the_rest_of_the_network_as_it_was(tmp_path
     assert after["model.fc.weight"].shape == (3, 512)  # the fresh classifier, which did train
     summary = json.loads((output / "training_summary.json").read_text())
     assert summary["hyperparameters"]["freeze_epochs"] == 1
+
+
+def test_every_choice_the_entry_accepts_has_its_implementation():
+    """settings.py names the choices (torch-free, checked before torch loads); the tables that implement them
+    live beside the code: one must not gain a name the other lacks."""
+    from train_pytorch_model import settings
+    from train_pytorch_model.data.augment import POLICIES
+    from train_pytorch_model.training.loss import WEIGHTING_POWER
+    from train_pytorch_model.training.optimizer import OPTIMIZERS
+
+    assert set(settings.OPTIMIZERS) == set(OPTIMIZERS)
+    assert set(settings.AUGMENTATIONS) == {"none", *POLICIES}
+    assert set(settings.CLASS_WEIGHTINGS) == {"none", *WEIGHTING_POWER}

@@ -22,8 +22,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-LEVELS = ("none", "light", "strong")
-
 
 @dataclass(frozen=True)
 class Policy:
@@ -33,6 +31,7 @@ class Policy:
     strong: bool  # one TrivialAugment-like operation per image
 
 
+# By the level's name (settings.AUGMENTATIONS, which adds "none").
 POLICIES = {
     # Crops of at least a third of the area: small images keep their textures (8% crops of a 32x32 image are
     # 9x9 pixels blown up), which short schedules cannot afford to lose.

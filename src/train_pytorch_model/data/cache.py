@@ -29,8 +29,6 @@ from .images import BadImageError, Resize, decode_image
 
 log = logging.getLogger(__name__)
 
-# Share of unreadable files tolerated before a dataset is refused as a whole.
-
 
 @dataclass
 class DecodedImages:

@@ -35,15 +35,10 @@ def split_off_validation(
     kept: list[ImageRecord] = []
     held_out: list[ImageRecord] = []
     for records in by_class.values():
-        order = list(records)
-        generator.shuffle(order)
-        count = min(max(round(fraction * len(order)), 1), len(order) - 1) if order else 0
-        held_out.extend(sorted(order[:count], key=_listing_order(records)))
-        kept.extend(sorted(order[count:], key=_listing_order(records)))
+        positions = list(range(len(records)))
+        generator.shuffle(positions)
+        count = min(max(round(fraction * len(records)), 1), len(records) - 1) if records else 0
+        # Each side keeps the dataset's own order (the decode and the listing then read like the input).
+        held_out.extend(records[i] for i in sorted(positions[:count]))
+        kept.extend(records[i] for i in sorted(positions[count:]))
     return replace(dataset, records=kept), replace(dataset, records=held_out, skipped=[])
-
-
-def _listing_order(records: list[ImageRecord]):
-    """Each side keeps the dataset's own order (the decode and the listing then read like the input)."""
-    position = {id(record): index for index, record in enumerate(records)}
-    return lambda record: position[id(record)]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from ..errors import InvalidDatasetError, NotLabeledDatasetError
+from ..errors import InvalidDatasetError, NotLabeledDatasetError, first_line
 from ..settings import MAX_BAD_FRACTION
 from .class_names import class_name
 from .image_directory import MLTABLE_FILE, ImageRecord, LabeledImages
@@ -148,7 +148,7 @@ def _read_table(root: Path, subject: str):
             frame = mltable.load(folder).to_pandas_dataframe()
         except Exception as exc:  # mltable raises its own types, from Rust; the message says what is wrong
             raise InvalidDatasetError(
-                f"mltable cannot read its MLTable: {_first_line(exc)}", SCHEMA_HINT, subject=subject
+                f"mltable cannot read its MLTable: {first_line(exc)}", SCHEMA_HINT, subject=subject
             ) from exc
     if IMAGE_COLUMN not in frame.columns:
         raise InvalidDatasetError(
@@ -224,7 +224,7 @@ def _fetch_remote(
                 shutil.copyfileobj(source, copy, length=1 << 20)
         except Exception as exc:  # a stream's errors come from Rust, each of its own kind
             target.unlink(missing_ok=True)
-            return None, (f"line {line} ({url})", f"cannot be read: {_first_line(exc)}")
+            return None, (f"line {line} ({url})", f"cannot be read: {first_line(exc)}")
         return ImageRecord(target, label, source=url), None
 
     with ThreadPoolExecutor(max_workers=min(DOWNLOAD_THREADS, len(remote))) as pool:
@@ -243,7 +243,7 @@ def _streams_of(mltable, urls: list[str], subject: str) -> list:
                         .to_pandas_dataframe()[IMAGE_COLUMN])  # fmt: skip
         except Exception as exc:
             raise InvalidDatasetError(
-                f"mltable cannot open its images' URLs: {_first_line(exc)}", SCHEMA_HINT, subject=subject
+                f"mltable cannot open its images' URLs: {first_line(exc)}", SCHEMA_HINT, subject=subject
             ) from exc
 
 
@@ -251,8 +251,3 @@ def _safe_name(url: str) -> str:
     """The URL's file name, kept for the log and for the reader's guess by suffix."""
     name = PurePosixPath(unquote(urlparse(url).path)).name or "image"
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[-80:]
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..errors import InvalidModelDirectoryError
+from ..errors import InvalidModelDirectoryError, first_line
 from ..model.families import ALLOWED_CLASSES, DESIGNER_MEAN, DESIGNER_STD, FAMILIES, Family
 from .archives import inside
 from .class_names import class_name
@@ -226,11 +226,10 @@ def load_weights(spec: ModelSpec, subject: str = "Untrained model") -> dict[str,
     try:
         state = torch.load(spec.weights_file, map_location="cpu", weights_only=True)
     except Exception as exc:  # the weights-only unpickler runs nothing: any failure means a broken or unsafe file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _fail(
             subject,
             spec.root,
-            f"the weights file '{spec.weights_file.name}' cannot be loaded as a tensor state dict ({first_line}).",
+            f"the weights file '{spec.weights_file.name}' cannot be loaded as a tensor state dict ({first_line(exc)}).",
             "It may be truncated, or hold pickled objects other than tensors, which are refused. " + FIX_HINT,
         ) from exc
     if not isinstance(state, Mapping) or not all(

@@ -14,7 +14,6 @@ the summary, and the rest of the output is written as always.
 from __future__ import annotations
 
 import logging
-import re
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import first_line
 from ..formats.json_file import write_json
 from ..formats.preprocessing import Preprocessing
 
@@ -66,7 +66,7 @@ def export_onnx(network: nn.Module, preprocessing: Preprocessing, folder: Path) 
     except Exception as exc:  # any exporter or runtime failure: the job goes on without ONNX
         target.unlink(missing_ok=True)
         (folder / LABELS_FILE).unlink(missing_ok=True)
-        problem = f"{type(exc).__name__}: {_first_line(exc)}"
+        problem = f"{type(exc).__name__}: {first_line(exc, if_empty='')}"
         log.warning("The ONNX export failed (%s); the rest of the model is written as usual.", problem)
         return {"exported": False, "problem": problem, "seconds": round(time.perf_counter() - started, 3)}
     summary = {
@@ -98,7 +98,9 @@ def _export(wrapped: nn.Module, example: torch.Tensor, target: Path) -> str:
             return "torchscript"
         except Exception as first:
             target.unlink(missing_ok=True)
-            log.info("The TorchScript ONNX exporter failed (%s); trying the dynamo exporter.", _first_line(first))
+            log.info(
+                "The TorchScript ONNX exporter failed (%s); trying the dynamo exporter.", first_line(first, if_empty="")
+            )
             batch = torch.export.Dim("batch")
             torch.onnx.export(wrapped, (example,), str(target), dynamo=True, external_data=False, verbose=False,
                               dynamic_shapes=({0: batch},), opset_version=OPSET["dynamo"], **common)  # fmt: skip
@@ -118,9 +120,3 @@ def _onnxruntime_difference(wrapped: nn.Module, example: torch.Tensor, target: P
     with torch.no_grad():
         expected = wrapped(batch)[1].numpy()
     return float(abs(probabilities - expected).max())
-
-
-def _first_line(exc: BaseException) -> str:
-    """An exporter's message without the graph dump and terminal colours that follow its first line."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    return text.splitlines()[0][:300] if text else ""

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..data.cache import process_cores
-from ..errors import DistributedSetupError
+from ..errors import DistributedSetupError, first_line
 
 # A rank that dies leaves the others waiting in a collective; this bounds the wait (seconds).
 TIMEOUT_VARIABLE = "TRAIN_PYTORCH_MODEL_DIST_TIMEOUT"
@@ -106,7 +106,7 @@ def init_distributed() -> DistributedContext:
             dist.init_process_group("gloo", timeout=timeout)
     except (RuntimeError, ValueError) as exc:  # DistStoreError (a timeout) is a RuntimeError
         raise DistributedSetupError(
-            f"process {rank} of {world_size} could not join the others ({str(exc).strip().splitlines()[0]}).",
+            f"process {rank} of {world_size} could not join the others ({first_line(exc)}).",
             f"Check that all {world_size} processes start and can reach {os.environ.get('MASTER_ADDR')}:"
             f"{os.environ.get('MASTER_PORT')}; {TIMEOUT_VARIABLE} sets how long they wait for each other.",
             subject="Distributed setup",
