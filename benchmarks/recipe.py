@@ -2,7 +2,7 @@
 several seeds, at the designer's 5 epochs and at AutoML's 15, on small real datasets made from images shipped
 inside packages (nothing is downloaded).
 
-    python benchmarks/recipe.py [--seeds 8] [--schedules 5 15] [--datasets digits photos mixed]
+    python benchmarks/recipe.py [--seeds 8] [--schedules 5 15] [--datasets digits photos mixed imbalanced]
                                 [--configs today label_smoothing ...] [--per-class 60] [--workdir DIR]
 
 Datasets (written once into the work folder, the same for every run):
@@ -10,7 +10,9 @@ Datasets (written once into the work folder, the same for every run):
 - photos: 32x32 patches of three photographs (scikit-learn's two sample photos and matplotlib's portrait),
   one class each; training patches from each photo's left 70%, validation from the right 30% (held out);
 - mixed: the same photographs cut into patches of mixed sizes (20 to 96 pixels a side, aspect 1:2 to 2:1),
-  so that the trainer's size choice and resizing are part of what is measured.
+  so that the trainer's size choice and resizing are part of what is measured;
+- imbalanced: the digits with ten times fewer training images of the last class than of the first (a
+  geometric series between), validated on balanced classes: what class weighting is for.
 
 Each run is the component's own entry (train_pytorch_model.train.main) on an untrained resnet18, with the
 designer's defaults (batch 16, learning rate 0.001, patience 3) and only the config's options changed. It
@@ -45,23 +47,28 @@ CONFIGS: dict[str, list[str]] = {
     "label_smoothing": ["--label-smoothing", "0.1"],
     "warmup": ["--warmup-epochs", "1"],
     "class_weighting": ["--class-weighting", "inverse_sqrt"],
+    "class_weighting_inverse": ["--class-weighting", "inverse"],
     "adamw": ["--optimizer", "adamw"],
     "augment_light": ["--augmentation", "light"],
     "augment_strong": ["--augmentation", "strong"],
     "ema": ["--ema-decay", "0.99"],
 }
-DATASETS = ("digits", "photos", "mixed")
+DATASETS = ("digits", "photos", "mixed", "imbalanced")
 VALID_SHARE = 0.3
+# imbalanced: the digits' last class keeps this share of the first's training images, the classes between a
+# geometric series (40, 31, 24, ... 4 at 40 a class); validation stays balanced, so accuracy weighs every class
+# alike, as a user with rare but important classes would.
+IMBALANCE = 0.1
 
 
 def write_dataset(name: str, folder: Path, per_class: int) -> tuple[Path, Path]:
     """folder/train and folder/valid ImageFolders; the same content for a given name and size."""
-    if name == "digits":
-        return _digits(folder, per_class)
+    if name in ("digits", "imbalanced"):
+        return _digits(folder, per_class, IMBALANCE if name == "imbalanced" else 1.0)
     return _photo_patches(folder, per_class, mixed=name == "mixed")
 
 
-def _digits(folder: Path, per_class: int) -> tuple[Path, Path]:
+def _digits(folder: Path, per_class: int, imbalance: float) -> tuple[Path, Path]:
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -69,10 +76,11 @@ def _digits(folder: Path, per_class: int) -> tuple[Path, Path]:
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.target))
     valid_per_class = max(1, int(per_class * VALID_SHARE / (1 - VALID_SHARE)))
+    train_per_class = [max(2, round(per_class * imbalance ** (label / 9))) for label in range(10)]
     taken: dict[tuple[str, int], int] = {}
     for index in order:
         label = int(digits.target[index])
-        part = "train" if taken.get(("train", label), 0) < per_class else "valid"
+        part = "train" if taken.get(("train", label), 0) < train_per_class[label] else "valid"
         if part == "valid" and taken.get(("valid", label), 0) >= valid_per_class:
             continue
         taken[(part, label)] = taken.get((part, label), 0) + 1
