@@ -280,6 +280,8 @@ def hyperparameters(**changes) -> Hyperparameters:
         "random_seed": 1,
         "patience": 3,
         "image_size": (32, 48),
+        "image_fit": "stretch",
+        "crop_ratio": 1.0,
         "optimizer": OPTIMIZERS["sgd"].name,
         "momentum": OPTIMIZERS["sgd"].momentum,
         "nesterov": OPTIMIZERS["sgd"].nesterov,

@@ -37,6 +37,10 @@ VALIDATION_FRACTION_RANGE = (0.01, 0.9)
 # skipped and named, up to this share of a dataset; past it the dataset is refused.
 MAX_BAD_FRACTION = 0.1
 MIN_WORKERS = 0
+# crop_ratio: images are resized to cover the training size times this, then their centre is cut out. 1 keeps
+# the whole of a square image; torchvision's pretrained weights use 1.14 (256/224); past 2 a crop keeps a
+# quarter of the area or less, which loses the object more often than it removes background.
+CROP_RATIO_RANGE = (1.0, 2.0)
 
 
 # The recipe's choices around the designer's five parameters (issue: fine-tuning recipe). Their defaults are
@@ -76,6 +80,7 @@ class Settings:
     random_seed: int
     patience: int
     image_size: int | None = None
+    crop_ratio: float | None = None  # None: as the weights say (see training/image_input.py)
     num_workers: int | None = None
     max_image_size: int = DEFAULT_MAX_SIZE
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
@@ -162,6 +167,14 @@ def parse_validation_fraction(value: object) -> float:
     )
 
 
+def parse_crop_ratio(value: object) -> float | None:
+    """An optional ratio: absent or empty (an unset optional input) means None."""
+    if value is None or _text(value) == "":
+        return None
+    low, high = CROP_RATIO_RANGE
+    return parse_bounded_float("crop_ratio", value, low, high, "1.14 is what ImageNet models are validated with.")
+
+
 def parse_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     text = _text(value).lower()
     if text not in choices:
@@ -239,6 +252,7 @@ def settings_from_arguments(args: argparse.Namespace) -> Settings:
         random_seed=parse_int("random_seed", args.random_seed),
         patience=parse_int("patience", args.patience, minimum["patience"]),
         image_size=parse_optional_int("image_size", args.image_size, MIN_IMAGE_SIZE),
+        crop_ratio=parse_crop_ratio(args.crop_ratio),
         num_workers=parse_optional_int("num_workers", args.num_workers, MIN_WORKERS),
         max_image_size=parse_int("max_image_size", args.max_image_size, MIN_IMAGE_SIZE),
         validation_fraction=parse_validation_fraction(args.validation_fraction),

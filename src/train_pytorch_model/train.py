@@ -43,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     for name, (default, _) in DESIGNER_PARAMETERS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", default=default)
     parser.add_argument("--image-size", default=None, help="side length; default: from the training images")
+    parser.add_argument(
+        "--crop-ratio", default=None, help="resize to cover the size times this, cut out the centre; default: plain"
+    )
     parser.add_argument("--max-image-size", default=str(DEFAULT_MAX_SIZE), help="cap on the side chosen from the data")
     parser.add_argument("--num-workers", default=None, help="decoding threads; default: the cores available")
     parser.add_argument(

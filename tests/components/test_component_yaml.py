@@ -38,6 +38,7 @@ PARAMETERS: dict[str, tuple[str, Any, Any, bool]] = {
     "random_seed": ("integer", 1, None, False),
     "patience": ("integer", 3, 1, False),
     "image_size": ("integer", None, 16, True),
+    "crop_ratio": ("number", None, 1.0, True),
     "num_workers": ("integer", None, 0, True),
     "validation_fraction": ("number", 0.2, 0.01, False),
     "optimizer": ("string", "sgd", None, False),
@@ -136,6 +137,7 @@ def test_command(component: Any) -> None:
         " --random-seed ${{inputs.random_seed}}"
         " --patience ${{inputs.patience}}"
         " $[[--image-size ${{inputs.image_size}}]]"
+        " $[[--crop-ratio ${{inputs.crop_ratio}}]]"
         " $[[--num-workers ${{inputs.num_workers}}]]"
         " --validation-fraction ${{inputs.validation_fraction}}"
         " --optimizer ${{inputs.optimizer}}"

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from conftest import REPO_ROOT, exif_jpeg
-from train_pytorch_model.data.images import BadImageError, decode_image, is_image_name, read_size
+from train_pytorch_model.data.images import BadImageError, Resize, decode_image, is_image_name, read_size
 
 
 def _save(image: Image.Image, path: Path, **kwargs) -> Path:
@@ -281,3 +281,31 @@ def test_a_phone_format_that_cannot_be_read_says_why_and_how_to_convert(tmp_path
     code = UNSUPPORTED_PROBE.format(src=str(REPO_ROOT / "src"), disable=disable, path=str(path))
     reason = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert all(phrase in reason for phrase in phrases), reason
+
+
+def framed(path: Path, size: tuple[int, int], frame: int) -> Path:
+    """A green picture in a red frame `frame` pixels wide."""
+    image = Image.new("RGB", size, (255, 0, 0))
+    image.paste((0, 255, 0), (frame, frame, size[0] - frame, size[1] - frame))
+    image.save(path)
+    return path
+
+
+def test_a_centre_crop_cuts_the_frame_away_and_a_stretch_keeps_it(tmp_path):
+    """crop_ratio 1.25 on a 40x40 picture at 32x32: resized to 40x40 (32 x 1.25), its centre 32x32 cut out,
+    which leaves out a 4-pixel frame; a stretch keeps every pixel, frame included."""
+    path = framed(tmp_path / "framed.png", (40, 40), frame=4)
+    cropped = decode_image(path, Resize((32, 32), fit="center_crop", crop_ratio=1.25))
+    stretched = decode_image(path, Resize((32, 32)))
+    assert cropped.shape == stretched.shape == (32, 32, 3)
+    assert (cropped[..., 1] == 255).all() and (cropped[..., 0] == 0).all()
+    assert (stretched[0, :, 0] == 255).all() and (stretched[16, 16] == (0, 255, 0)).all()
+
+
+def test_a_centre_crop_keeps_the_aspect_and_cuts_the_longer_side(tmp_path):
+    """A 80x40 picture at 32x32, ratio 1: resized to 64x32 (aspect kept, covering), 16 columns cut each side."""
+    image = Image.new("RGB", (80, 40), (255, 0, 0))
+    image.paste((0, 255, 0), (20, 0, 60, 40))  # the middle half, which is what a centre crop keeps
+    image.save(tmp_path / "wide.png")
+    cropped = decode_image(tmp_path / "wide.png", Resize((32, 32), fit="center_crop", crop_ratio=1.0))
+    assert (cropped[:, 1:-1, 1] == 255).all() and (cropped[:, 1:-1, 0] == 0).all()

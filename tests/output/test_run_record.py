@@ -45,6 +45,8 @@ def test_the_fingerprint_ignores_where_the_run_computes_and_what_follows_from_th
         {"batch_size": 8},
         {"world_size": 2},
         {"image_size": (32, 32)},
+        {"image_fit": "center_crop", "crop_ratio": 1.14},
+        {"crop_ratio": 1.5},
         {"lr_schedule": "step"},
         {"validation_fraction": 0.2},
         {"recipe": Recipe(label_smoothing=0.1)},

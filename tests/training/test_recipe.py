@@ -27,7 +27,7 @@ from train_pytorch_model.training.optimizer import (
 
 ALL_ON = ["--optimizer", "adamw", "--label-smoothing", "0.1", "--warmup-epochs", "0.5",
           "--class-weighting", "inverse_sqrt", "--augmentation", "strong", "--gradient-accumulation", "2",
-          "--ema-decay", "0.9", "--freeze-epochs", "1"]  # fmt: skip
+          "--ema-decay", "0.9", "--freeze-epochs", "1", "--crop-ratio", "1.2"]  # fmt: skip
 
 
 def test_class_weights_follow_the_inverse_frequency():
@@ -94,6 +94,9 @@ def test_adamw_decays_weights_but_not_biases():
         ("--augmentation", "heavy"),
         ("--gradient-accumulation", "0"),
         ("--ema-decay", "1"),
+        ("--crop-ratio", "0.9"),
+        ("--crop-ratio", "2.5"),
+        ("--crop-ratio", "wide"),
     ],  # fmt: skip
 )
 def test_bad_recipe_values_are_refused(tmp_path, flag, value):
@@ -120,6 +123,9 @@ def test_every_option_on_is_recorded_and_resumes_bit_for_bit(tmp_path, digits, u
     assert main(arguments(tmp_path / "resumed")) == 0
     summaries = [json.loads((tmp_path / f / "training_summary.json").read_text()) for f in ("reference", "resumed")]
     assert summaries[1]["resumed_from_epoch"] == 1
+    # The best epoch is the first, its averaged weights chosen: the resumed run must take them from the
+    # checkpoint, where they are not the network's own (a resume once restored the network's there).
+    assert (summaries[0]["best_epoch"], summaries[0]["best_weights"]) == (1, "ema")
     expected = torch.load(tmp_path / "reference" / "model", weights_only=True)
     actual = torch.load(tmp_path / "resumed" / "model", weights_only=True)
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
@@ -129,6 +135,11 @@ def test_every_option_on_is_recorded_and_resumes_bit_for_bit(tmp_path, digits, u
     assert recorded["augmentation"] == "strong" and recorded["ema_decay"] == 0.9
     assert recorded["gradient_accumulation"] == 2 and recorded["global_batch_size"] == 16
     assert recorded["freeze_epochs"] == 1
+    # The crop is the preprocessing of all three: the cache, validation, and scoring (preprocessing.json), which
+    # the scored loss below checks against validation's.
+    assert (recorded["image_fit"], recorded["crop_ratio"]) == ("center_crop", 1.2)
+    preprocessing = json.loads((tmp_path / "reference" / "preprocessing.json").read_text())
+    assert (preprocessing["fit"], preprocessing["crop_ratio"]) == ("center_crop", 1.2)
     # Both weights were validated every epoch; the summary says which were written.
     assert all({"valid_loss_ema", "valid_loss_trained", "ema_chosen"} <= set(row) for row in summaries[0]["history"])
     best = next(row for row in summaries[0]["history"] if row["epoch"] == summaries[0]["best_epoch"])

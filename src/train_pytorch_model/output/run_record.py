@@ -26,6 +26,8 @@ class Hyperparameters:
     random_seed: int
     patience: int
     image_size: tuple[int, int]  # (height, width)
+    image_fit: str  # how images are brought to that size: stretch or center_crop (preprocessing.json's fit)
+    crop_ratio: float  # center_crop's: resized to cover the size times this
     optimizer: str
     momentum: float | None  # SGD's; None for AdamW
     nesterov: bool | None

@@ -37,14 +37,18 @@ def fit(run: TrainingRun) -> None:
         state.history.append({"epoch": epoch, **metrics})
         (log.info if context.is_main else log.debug)(_epoch_line(epoch, settings.epochs, metrics))
         improved = stopper.update(epoch, metrics["valid_loss"], metrics["train_loss"])
+        ema_chosen = bool(metrics.get("ema_chosen"))
         if improved:
-            state.best_state = weights_copy(setup.ema.model if metrics.get("ema_chosen") else setup.network)
+            state.best_state = weights_copy(setup.ema.model if ema_chosen else setup.network)
         if stopper.diverged:
             tracker.log_epoch(metrics, epoch)
             break
         # Every rank took the same decision from the same all-reduced loss; only the first one writes, in the
         # background while the next epoch trains.
-        checkpoint.save(epoch, setup.stateful(("early_stopping", stopper)), state, tracker.run_id, improved)
+        # The checkpoint stores the best weights once when they are the network's; the averaged weights, when
+        # they were chosen, are not the network's and are stored beside it.
+        best_is_network = improved and not ema_chosen
+        checkpoint.save(epoch, setup.stateful(("early_stopping", stopper)), state, tracker.run_id, best_is_network)
         # A job killed before this checkpoint lands trains this epoch again when it resumes; the tracker then
         # keeps the point it has (one point per epoch), and the checkpoint logs what it holds that the run lacks.
         tracker.log_epoch(metrics, epoch)

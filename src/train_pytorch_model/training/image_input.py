@@ -8,11 +8,16 @@ multiple of its patch for a Vision Transformer. The rest comes from the weights 
 - pretrained weights get their own recipe, as torchvision's weights.transforms() describes it: mean, std,
   interpolation, and the resize-then-centre-crop they were trained with;
 - other weights get the model folder's normalization and a plain resize (the designer's 0.5 statistics).
+
+crop_ratio, when given, replaces the resize of all three: a centre crop at that ratio. Training, validation and
+scoring share it (one decoded cache, one preprocessing.json), so that the network is never validated or scored
+on framings it was not trained on; augmentation crops further from what the cache holds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ..data.survey import ImageSurvey, choose_image_size
 from ..formats.image_directory import ImageRecord
@@ -24,6 +29,15 @@ from ..settings import Settings
 
 
 def choose_preprocessing(
+    settings: Settings, spec: ModelSpec, records: Sequence[ImageRecord], survey: ImageSurvey, classes: list[str]
+) -> Preprocessing:
+    chosen = _from_weights(settings, spec, records, survey, classes)
+    if settings.crop_ratio is None:
+        return chosen
+    return replace(chosen, fit="center_crop", crop_ratio=settings.crop_ratio)
+
+
+def _from_weights(
     settings: Settings, spec: ModelSpec, records: Sequence[ImageRecord], survey: ImageSurvey, classes: list[str]
 ) -> Preprocessing:
     size = network_size(spec, _asked_size(settings, spec, records, survey))

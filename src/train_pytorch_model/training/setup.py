@@ -13,6 +13,7 @@ from torch.utils.data import DistributedSampler
 
 from ..data.augment import BatchAugmenter
 from ..data.batches import Normalizer, batches_of
+from ..formats.preprocessing import Preprocessing
 from ..model.families import has_batchnorm
 from ..model.networks import DesignerNet
 from ..output.run_record import Hyperparameters, RunRecord, file_digest, listing
@@ -81,7 +82,7 @@ def set_up(settings: Settings, prepared: PreparedData, context: DistributedConte
     steps_per_epoch = -(-batches // micro.accumulation)
     total_steps = settings.epochs * steps_per_epoch
     warmup = warmup_steps(settings.recipe, steps_per_epoch, total_steps)
-    hyperparameters = _hyperparameters(settings, preprocessing.image_size, world, warmup)
+    hyperparameters = _hyperparameters(settings, preprocessing, world, warmup)
     optimizer = make_optimizer(model, hyperparameters.effective_learning_rate, settings.recipe)
     labels = prepared.train_data.labels
     weights = class_weights(labels, len(prepared.classes), settings.recipe.class_weighting)
@@ -108,7 +109,7 @@ def set_up(settings: Settings, prepared: PreparedData, context: DistributedConte
     )
 
 
-def _hyperparameters(settings: Settings, image_size: tuple[int, int], world: int, warmup: int) -> Hyperparameters:
+def _hyperparameters(settings: Settings, preprocessing: Preprocessing, world: int, warmup: int) -> Hyperparameters:
     recipe = settings.recipe
     optimizer = OPTIMIZERS[recipe.optimizer]
     return Hyperparameters(
@@ -118,7 +119,9 @@ def _hyperparameters(settings: Settings, image_size: tuple[int, int], world: int
         learning_rate=settings.learning_rate,
         random_seed=settings.random_seed,
         patience=settings.patience,
-        image_size=tuple(image_size),
+        image_size=tuple(preprocessing.image_size),
+        image_fit=preprocessing.fit,
+        crop_ratio=preprocessing.crop_ratio,
         optimizer=optimizer.name,
         momentum=optimizer.momentum,
         nesterov=optimizer.nesterov,
