@@ -12,7 +12,8 @@ Datasets (written once into the work folder, the same for every run):
 - mixed: the same photographs cut into patches of mixed sizes (20 to 96 pixels a side, aspect 1:2 to 2:1),
   so that the trainer's size choice and resizing are part of what is measured;
 - imbalanced: the digits with ten times fewer training images of the last class than of the first (a
-  geometric series between), validated on balanced classes: what class weighting is for.
+  geometric series between), validated on balanced classes: what class weighting is for;
+- imbalanced_alike: the same, validated on classes in the same proportions as the training set.
 
 Each run is the component's own entry (train_pytorch_model.train.main) on an untrained resnet18, with the
 designer's defaults (batch 16, learning rate 0.001, patience 3) and only the config's options changed. It
@@ -53,22 +54,23 @@ CONFIGS: dict[str, list[str]] = {
     "augment_strong": ["--augmentation", "strong"],
     "ema": ["--ema-decay", "0.99"],
 }
-DATASETS = ("digits", "photos", "mixed", "imbalanced")
+DATASETS = ("digits", "photos", "mixed", "imbalanced", "imbalanced_alike")
 VALID_SHARE = 0.3
 # imbalanced: the digits' last class keeps this share of the first's training images, the classes between a
 # geometric series (40, 31, 24, ... 4 at 40 a class); validation stays balanced, so accuracy weighs every class
-# alike, as a user with rare but important classes would.
+# alike, as a user with rare but important classes would. imbalanced_alike: validation thinned out the same way,
+# so accuracy weighs classes by how common they are, as a user whose images come in those proportions would.
 IMBALANCE = 0.1
 
 
 def write_dataset(name: str, folder: Path, per_class: int) -> tuple[Path, Path]:
     """folder/train and folder/valid ImageFolders; the same content for a given name and size."""
-    if name in ("digits", "imbalanced"):
-        return _digits(folder, per_class, IMBALANCE if name == "imbalanced" else 1.0)
+    if name in ("digits", "imbalanced", "imbalanced_alike"):
+        return _digits(folder, per_class, 1.0 if name == "digits" else IMBALANCE, name == "imbalanced_alike")
     return _photo_patches(folder, per_class, mixed=name == "mixed")
 
 
-def _digits(folder: Path, per_class: int, imbalance: float) -> tuple[Path, Path]:
+def _digits(folder: Path, per_class: int, imbalance: float, valid_alike: bool = False) -> tuple[Path, Path]:
     import numpy as np
     from PIL import Image
     from sklearn.datasets import load_digits
@@ -76,12 +78,14 @@ def _digits(folder: Path, per_class: int, imbalance: float) -> tuple[Path, Path]
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.target))
     valid_per_class = max(1, int(per_class * VALID_SHARE / (1 - VALID_SHARE)))
-    train_per_class = [max(2, round(per_class * imbalance ** (label / 9))) for label in range(10)]
+    share = [imbalance ** (label / 9) for label in range(10)]
+    train_per_class = [max(2, round(per_class * s)) for s in share]
+    valid_counts = [max(2, round(valid_per_class * s)) if valid_alike else valid_per_class for s in share]
     taken: dict[tuple[str, int], int] = {}
     for index in order:
         label = int(digits.target[index])
         part = "train" if taken.get(("train", label), 0) < train_per_class[label] else "valid"
-        if part == "valid" and taken.get(("valid", label), 0) >= valid_per_class:
+        if part == "valid" and taken.get(("valid", label), 0) >= valid_counts[label]:
             continue
         taken[(part, label)] = taken.get((part, label), 0) + 1
         pixels = np.clip(digits.images[index] * (255.0 / 16.0), 0, 255).astype(np.uint8)

@@ -33,6 +33,10 @@ def test_recipe_imbalanced_digits_thin_out_training_classes_and_keep_validation_
     assert set(counts(valid).values()) == {17}  # 30% of 40 / 70%, every class alike
     balanced, _ = recipe.write_dataset("digits", tmp_path / "digits", per_class=40)
     assert set(counts(balanced).values()) == {40}
+    alike_train, alike_valid = recipe.write_dataset("imbalanced_alike", tmp_path / "alike", per_class=40)
+    assert counts(alike_train) == counts(train)
+    valid_counts = [counts(alike_valid)[str(label)] for label in range(10)]
+    assert valid_counts[0] == 17 and valid_counts[-1] == 2 and valid_counts == sorted(valid_counts, reverse=True)
 
 
 def test_recipe_configs_that_reweight_classes_ask_for_both_weightings() -> None:
