@@ -2,8 +2,13 @@
 several seeds, at the designer's 5 epochs and at AutoML's 15, on small real datasets made from images shipped
 inside packages (nothing is downloaded).
 
-    python benchmarks/recipe.py [--seeds 8] [--schedules 5 15] [--datasets digits photos mixed imbalanced]
+    python benchmarks/recipe.py [--seeds 8] [--first-seed 1] [--schedules 5 15] [--datasets digits ...]
                                 [--configs today label_smoothing ...] [--per-class 60] [--workdir DIR]
+                                [--results runs.jsonl]
+    python benchmarks/recipe.py --tables-from runs.jsonl [more.jsonl ...]
+
+A long measurement can be cut into parts (other seeds, datasets or schedules, in other processes or on other
+machines), each appending a line a run to its --results file; --tables-from prints the tables of them all.
 
 Datasets (written once into the work folder, the same for every run):
 - digits: scikit-learn's handwritten 8x8 scans, 10 classes;
@@ -133,7 +138,8 @@ def train_once(untrained: Path, train: Path, valid: Path, work: Path, epochs: in
     from train_pytorch_model.train import main
 
     output = Path(tempfile.mkdtemp(dir=work, prefix="run-"))
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    # A store of the run's own, thrown away with it: the output is logged as artifacts, 90 MB a run of resnet18.
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{output / 'mlflow.db'}"
     arguments = ["--untrained-model", str(untrained), "--training-dataset", str(train),
                  "--validation-dataset", str(valid), "--trained-model", str(output / "model"),
                  "--epochs", str(epochs), "--random-seed", str(seed), *options]  # fmt: skip
@@ -163,12 +169,18 @@ def run_config(config: str, untrained: Path, train: Path, valid: Path, work: Pat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--schedules", type=int, nargs="+", default=[5, 15])
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--per-class", type=int, default=60, help="training images per class")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--results", type=Path, default=None, help="append a JSON line a run to this file")
+    parser.add_argument("--tables-from", type=Path, nargs="+", default=None, help="print the tables of these")
     args = parser.parse_args(argv)
+    if args.tables_from:
+        print_tables(read_results(args.tables_from))
+        return 0
 
     import torch
 
@@ -184,26 +196,50 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in args.datasets:
         train, valid = write_dataset(dataset, work / dataset, args.per_class)
         for epochs in args.schedules:
-            for seed in range(1, args.seeds + 1):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for config in args.configs:  # side by side: every config of a seed before the next seed
                     outcome = run_config(config, untrained, train, valid, work, epochs, seed)
                     results.setdefault((dataset, epochs, config), []).append(outcome)
+                    if args.results is not None:
+                        line = {"dataset": dataset, "epochs": epochs, "config": config, "seed": seed,
+                                "accuracy": outcome[0], "seconds": outcome[1]}  # fmt: skip
+                        with args.results.open("a", encoding="utf-8") as stream:
+                            stream.write(json.dumps(line) + "\n")
             _print_table(dataset, epochs, args.configs, results)
     return 0
 
 
+def read_results(files: list[Path]) -> dict[tuple[str, int, str], list[tuple[float | None, float]]]:
+    results: dict[tuple[str, int, str], list[tuple[float | None, float]]] = {}
+    for file in files:
+        for line in file.read_text(encoding="utf-8").splitlines():
+            run = json.loads(line)
+            results.setdefault((run["dataset"], run["epochs"], run["config"]), []).append(
+                (run["accuracy"], run["seconds"])
+            )
+    return results
+
+
+def print_tables(results: dict[tuple[str, int, str], list[tuple[float | None, float]]]) -> None:
+    """A table a dataset and schedule, configs in CONFIGS' order."""
+    for dataset in dict.fromkeys(d for d, _, _ in results):
+        for epochs in sorted({e for d, e, _ in results if d == dataset}):
+            configs = [c for c in CONFIGS if (dataset, epochs, c) in results]
+            _print_table(dataset, epochs, configs, results)
+
+
 def _print_table(dataset: str, epochs: int, configs: list[str], results: dict) -> None:
     print(f"\n{dataset}, {epochs} epochs ({len(results[(dataset, epochs, configs[0])])} seeds)")
-    print(f"  {'config':16} {'accuracy':>8} {'range':>13} {'vs today':>8} {'seconds':>8}")
+    print(f"  {'config':24} {'accuracy':>8} {'range':>13} {'vs today':>8} {'seconds':>8}")
     today = statistics.mean(a for a, _ in results.get((dataset, epochs, "today"), [(float("nan"), 0)]))
     for config in configs:
         runs = results[(dataset, epochs, config)]
         accuracies = [a for a, _ in runs if a is not None]
         if not accuracies:
-            print(f"  {config:16} cannot train on this data (images of different sizes)")
+            print(f"  {config:24} cannot train on this data (images of different sizes)")
             continue
         mean = statistics.mean(accuracies)
-        print(f"  {config:16} {mean:8.4f} {min(accuracies):6.4f}-{max(accuracies):6.4f} {mean - today:+8.4f}"
+        print(f"  {config:24} {mean:8.4f} {min(accuracies):6.4f}-{max(accuracies):6.4f} {mean - today:+8.4f}"
               f" {statistics.mean(s for _, s in runs):8.1f}")  # fmt: skip
     sys.stdout.flush()
 
