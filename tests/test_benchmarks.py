@@ -39,10 +39,15 @@ def test_recipe_imbalanced_digits_thin_out_training_classes_and_keep_validation_
     assert valid_counts[0] == 17 and valid_counts[-1] == 2 and valid_counts == sorted(valid_counts, reverse=True)
 
 
-def test_recipe_configs_that_reweight_classes_ask_for_both_weightings() -> None:
+def test_recipe_configs_measure_the_defaults_against_the_plain_loss_and_the_other_weighting() -> None:
+    from train_pytorch_model.train import parse_args
+
     recipe = load("recipe")
-    assert recipe.CONFIGS["class_weighting"] == ["--class-weighting", "inverse_sqrt"]
-    assert recipe.CONFIGS["class_weighting_inverse"] == ["--class-weighting", "inverse"]
+    base = ["--untrained-model", "m", "--training-dataset", "t", "--trained-model", "o"]
+    recipes = {name: parse_args([*base, *options]).recipe for name, options in recipe.CONFIGS.items()}
+    assert recipes["defaults"].class_weighting == "inverse_sqrt"
+    assert recipes["today"].class_weighting == "none"
+    assert recipes["class_weighting_inverse"].class_weighting == "inverse"
 
 
 @pytest.mark.parametrize("level", ["light", "strong"])

@@ -48,7 +48,7 @@ PARAMETERS: dict[str, tuple[str, Any, Any, bool]] = {
     "gradient_accumulation": ("integer", 1, 1, False),
     "ema_decay": ("number", 0.0, 0.0, False),
     "freeze_epochs": ("integer", 0, 0, False),
-    "class_weighting": ("string", "none", None, False),
+    "class_weighting": ("string", "inverse_sqrt", None, False),
 }
 # The designer's validation input, optional here: without it a share of the training set is held out.
 OPTIONAL_DATA_INPUTS = ("validation_dataset",)
@@ -242,5 +242,5 @@ def test_rendered_command_with_defaults() -> None:
         " --validation-dataset /mnt/val --epochs 5 --batch-size 16 --learning-rate 0.001 --random-seed 1"
         " --patience 3 --validation-fraction 0.2 --optimizer sgd --label-smoothing 0.0 --warmup-epochs 0.0"
         " --augmentation none --gradient-accumulation 1 --ema-decay 0.0"
-        " --freeze-epochs 0 --class-weighting none --trained-model /mnt/out"
+        " --freeze-epochs 0 --class-weighting inverse_sqrt --trained-model /mnt/out"
     )

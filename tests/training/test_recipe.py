@@ -26,7 +26,7 @@ from train_pytorch_model.training.optimizer import (
 )
 
 ALL_ON = ["--optimizer", "adamw", "--label-smoothing", "0.1", "--warmup-epochs", "0.5",
-          "--class-weighting", "inverse_sqrt", "--augmentation", "strong", "--gradient-accumulation", "2",
+          "--class-weighting", "inverse", "--augmentation", "strong", "--gradient-accumulation", "2",
           "--ema-decay", "0.9", "--freeze-epochs", "1", "--crop-ratio", "1.2"]  # fmt: skip
 
 
@@ -145,7 +145,7 @@ def test_every_option_on_is_recorded_and_resumes_bit_for_bit(tmp_path, digits, u
     best = next(row for row in summaries[0]["history"] if row["epoch"] == summaries[0]["best_epoch"])
     assert summaries[0]["best_weights"] == ("ema" if best["ema_chosen"] else "trained")
     assert best["valid_loss"] == min(best["valid_loss_ema"], best["valid_loss_trained"])
-    assert recorded["class_weighting"] == "inverse_sqrt" and recorded["lr_schedule"].startswith("linear warmup")
+    assert recorded["class_weighting"] == "inverse" and recorded["lr_schedule"].startswith("linear warmup")
     # valid_loss (and so early stopping) is the plain cross-entropy of the best model, whatever the training loss.
     files = sorted(valid.rglob("*.png"))
     scored = mlflow.pyfunc.load_model(str(tmp_path / "reference")).predict([str(f) for f in files])
