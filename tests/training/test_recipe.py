@@ -210,3 +210,35 @@ def test_every_choice_the_entry_accepts_has_its_implementation():
     assert set(settings.OPTIMIZERS) == set(OPTIMIZERS)
     assert set(settings.AUGMENTATIONS) == {"none", *POLICIES}
     assert set(settings.CLASS_WEIGHTINGS) == {"none", *WEIGHTING_POWER}
+
+
+def test_the_default_class_weighting_changes_nothing_on_balanced_classes_and_weighs_imbalanced_ones(
+    tmp_path, digits, untrained_resnet18, monkeypatch
+):
+    """inverse_sqrt is the default because balanced classes all weigh 1 (the same run as plain cross-entropy,
+    bit for bit) while imbalanced ones train differently."""
+    import shutil
+
+    from train_pytorch_model.train import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    train, valid = digits
+    imbalanced = tmp_path / "imbalanced"
+    shutil.copytree(train, imbalanced)
+    for extra in sorted((imbalanced / "7").iterdir())[10:]:  # 30, 30 and 10 images
+        extra.unlink()
+
+    def model_bytes(dataset, name, *options):
+        output = tmp_path / name
+        arguments = ["--untrained-model", str(untrained_resnet18), "--training-dataset", str(dataset),
+                     "--validation-dataset", str(valid), "--trained-model", str(output), "--epochs", "1",
+                     "--batch-size", "8", *options]  # fmt: skip
+        assert main(arguments) == 0
+        summary = json.loads((output / "training_summary.json").read_text())
+        assert summary["hyperparameters"]["class_weighting"] == (options[1] if options else "inverse_sqrt")
+        return (output / "model").read_bytes()
+
+    assert model_bytes(train, "balanced-default") == model_bytes(train, "balanced-plain", "--class-weighting", "none")
+    assert model_bytes(imbalanced, "imbalanced-default") != model_bytes(
+        imbalanced, "imbalanced-plain", "--class-weighting", "none"
+    )
