@@ -126,9 +126,14 @@ def parse_int(name: str, value: object, minimum: int | None = None) -> int:
     return number
 
 
+def _unset(value: object) -> bool:
+    """An optional input left unset: absent, or empty text."""
+    return value is None or _text(value) == ""
+
+
 def parse_optional_int(name: str, value: object, minimum: int | None = None) -> int | None:
-    """An optional integer: absent or empty (an unset optional input) means None."""
-    return None if value is None or _text(value) == "" else parse_int(name, value, minimum)
+    """An optional integer: an unset optional input means None."""
+    return None if _unset(value) else parse_int(name, value, minimum)
 
 
 def parse_learning_rate(value: object) -> float:
@@ -170,8 +175,8 @@ def parse_validation_fraction(value: object) -> float:
 
 
 def parse_crop_ratio(value: object) -> float | None:
-    """An optional ratio: absent or empty (an unset optional input) means None."""
-    if value is None or _text(value) == "":
+    """An optional ratio: an unset optional input means None."""
+    if _unset(value):
         return None
     low, high = CROP_RATIO_RANGE
     return parse_bounded_float("crop_ratio", value, low, high, "1.14 is what ImageNet models are validated with.")
